@@ -1,0 +1,50 @@
+"""The one protocol every pilot implements.
+
+A pilot turns what the car sees (an observation from ``sim.TrackEnv``) into a
+command. The recorder, ``python -m sim.drive`` and the closed-loop evaluator
+talk to pilots only through this protocol, so an expert, a person at the
+keyboard, a CNN and a stable-baselines3 policy are interchangeable.
+
+Conventions (shared with ``sim.TrackEnv``):
+
+- ``act`` returns ``np.ndarray`` of shape ``(2,)``, float32, ``[steering,
+  throttle]``, each in ``[-1, 1]``. Steering ``+1`` is full left (counter-
+  clockwise yaw), ``-1`` full right. Throttle ``+1`` is full forward. A pilot
+  that only steers (the env runs with a fixed cruise speed) returns ``0.0``
+  as throttle; callers driving a fixed-speed env pass ``action[:1]``.
+- ``observation`` is whatever the env returns: a uint8 ``HxWx3`` image, a
+  ``dict`` with ``"image"`` and ``"state"``, or a state vector.
+- ``info`` is the env's info dict. Only privileged pilots (the expert) may read
+  the true pose from it; learned pilots must not.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Pilot(Protocol):
+    """Anything that can drive the car."""
+
+    #: Short unique name, used in datasets and on the leaderboard.
+    name: str
+
+    def reset(self) -> None:
+        """Forget any state carried between frames (called at every env reset)."""
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        """Return ``[steering, throttle]`` in ``[-1, 1]`` for this frame."""
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-serialisable description (kind, settings, checkpoint hash ...)."""
+
+
+def as_action(steering: float, throttle: float = 0.0) -> np.ndarray:
+    """Build a clipped, finite ``[steering, throttle]`` action."""
+    a = np.array([steering, throttle], dtype=np.float32)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"pilot produced a non-finite action {a.tolist()}")
+    return np.clip(a, -1.0, 1.0)

@@ -1,0 +1,179 @@
+"""``python -m sim.bench``: how fast the driving env steps, against CarRacing-v3.
+
+Every figure is the median over ``--repeats`` timed blocks of ``--steps`` env
+steps, after a warm-up. A steering P-controller on the env's ``info`` keeps
+the car on the road, so the timing covers driving, not crash-and-reset loops
+(resets that do happen are included in the time). Gymnasium's own
+``CarRacing-v3`` (96x96, Box2D) is measured in the same process as the
+reference, and the ratio is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+import sim  # noqa: F401  (registers the env)
+
+
+def _p_control(lateral, heading_error):
+    return np.clip(-1.2 * np.asarray(lateral) - 1.5 * np.asarray(heading_error), -1, 1)
+
+
+def _time_blocks(step_block: Callable[[], None], steps: int, repeats: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step_block()
+        rates.append(steps / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def bench_single(env_kwargs: dict, steps: int, repeats: int, warmup: int = 20) -> float:
+    env = gym.make(sim.ENV_ID, **env_kwargs)
+    _, info = env.reset(seed=0)
+    state = {"info": info}
+
+    def run(n: int) -> None:
+        info = state["info"]
+        for _ in range(n):
+            a = np.array([_p_control(info["lateral"], info["heading_error"])], dtype=np.float32)
+            _, _, term, trunc, info = env.step(a)
+            if term or trunc:
+                _, info = env.reset()
+        state["info"] = info
+
+    run(warmup)
+    rate = _time_blocks(lambda: run(steps), steps, repeats)
+    env.close()
+    return rate
+
+
+def _make_env(kwargs: dict, seed: int):
+    def thunk():
+        import sim  # noqa: F401
+
+        return gym.make(sim.ENV_ID, **kwargs)
+
+    return thunk
+
+
+def bench_vector(
+    env_kwargs: dict, n_envs: int, steps: int, repeats: int, warmup: int = 10
+) -> float:
+    """Total env steps per second of ``n_envs`` envs in subprocesses."""
+    venv = gym.vector.AsyncVectorEnv([_make_env(env_kwargs, i) for i in range(n_envs)])
+    _, info = venv.reset(seed=0)
+    state = {"info": info}
+
+    def run(n: int) -> None:
+        info = state["info"]
+        for _ in range(n):
+            a = _p_control(info["lateral"], info["heading_error"]).astype(np.float32)[:, None]
+            _, _, _, _, info = venv.step(a)
+        state["info"] = info
+
+    run(warmup)
+    rate = _time_blocks(lambda: run(steps), steps, repeats) * n_envs
+    venv.close()
+    return rate
+
+
+def bench_car_racing(steps: int, repeats: int) -> float | None:
+    try:
+        env = gym.make("CarRacing-v3")
+    except Exception as exc:  # box2d missing
+        print(f"warning: CarRacing-v3 unavailable ({exc}); no reference", file=sys.stderr)
+        return None
+    env.reset(seed=0)
+    a = np.array([0.0, 0.3, 0.0], dtype=np.float32)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            _, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                env.reset()
+
+    run(60)  # past CarRacing's zoom-in frames
+    rate = _time_blocks(lambda: run(steps), steps, repeats)
+    env.close()
+    return rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=200, help="env steps per timed block")
+    ap.add_argument("--repeats", type=int, default=5, help="timed blocks; the median is reported")
+    ap.add_argument("--envs", type=int, default=os.cpu_count() or 1, help="parallel envs")
+    ap.add_argument("--track", default="oval")
+    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1 or args.envs < 1:
+        print("error: --steps, --repeats and --envs must be >= 1", file=sys.stderr)
+        return 2
+    steps, repeats = (30, 2) if args.quick else (args.steps, args.repeats)
+    base = {"track": args.track, "fixed_speed": 2.0}
+
+    rows: list[dict] = []
+    ref = bench_car_racing(steps, repeats)
+    if ref is not None:
+        rows.append({"case": "CarRacing-v3 96x96 (reference)", "steps_per_s": ref})
+    one_96 = None
+    for size in ((64, 64), (96, 96), (120, 160)):
+        r = bench_single({**base, "image_size": size}, steps, repeats)
+        rows.append({"case": f"trackpilot image {size[0]}x{size[1]}, 1 env", "steps_per_s": r})
+        if size == (96, 96):
+            one_96 = r
+    rows.append(
+        {
+            "case": "trackpilot state-only, 1 env",
+            "steps_per_s": bench_single({**base, "obs_mode": "state"}, steps * 2, repeats),
+        }
+    )
+    if args.envs > 1:
+        r = bench_vector({**base, "image_size": (96, 96)}, args.envs, steps, repeats)
+        rows.append(
+            {
+                "case": f"trackpilot image 96x96, {args.envs} envs (subprocesses)",
+                "steps_per_s": r,
+                "vs_1_env": r / one_96,
+            }
+        )
+    for row in rows:
+        if ref is not None and row["case"].startswith("trackpilot"):
+            row["vs_car_racing"] = row["steps_per_s"] / ref
+
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "steps": steps,
+        "repeats": repeats,
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"median of {repeats} blocks of {steps} steps; {os.cpu_count()} CPUs")
+    print(f"{'case':<52} {'steps/s':>9} {'x CarRacing':>12} {'x 1 env':>8}")
+    for row in rows:
+        vs = f"{row['vs_car_racing']:.2f}" if "vs_car_racing" in row else ""
+        v1 = f"{row['vs_1_env']:.2f}" if "vs_1_env" in row else ""
+        print(f"{row['case']:<52} {row['steps_per_s']:>9.1f} {vs:>12} {v1:>8}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

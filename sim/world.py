@@ -1,0 +1,246 @@
+"""The PyBullet world built from a ``tracks.Track``: ground, road, markings, camera.
+
+The road is visual only (flat triangle meshes a millimetre above a collision
+plane), so physics sees one flat ground with one friction everywhere and
+off-track is decided geometrically. TinyRenderer's cost grows with the number
+of triangles and of covered pixels, so the road is meshed adaptively (few
+segments on straights) and the markings are thin separate meshes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pybullet as p
+
+from tracks import Track
+
+
+@dataclass(frozen=True)
+class Colors:
+    """RGBA colours of the scene (domain randomisation replaces them)."""
+
+    ground: tuple[float, float, float, float] = (0.32, 0.52, 0.28, 1.0)
+    sky: tuple[float, float, float, float] = (0.78, 0.86, 0.95, 1.0)
+    road: tuple[float, float, float, float] = (0.27, 0.27, 0.29, 1.0)
+    edge: tuple[float, float, float, float] = (0.95, 0.95, 0.95, 1.0)
+    centre: tuple[float, float, float, float] = (0.95, 0.80, 0.10, 1.0)
+    start: tuple[float, float, float, float] = (0.85, 0.10, 0.10, 1.0)
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """The forward camera, mounted where a DonkeyCar-style RC car carries it."""
+
+    height: float = 0.20  # m above the ground
+    forward: float = 0.30  # m ahead of the car's base origin (rear axle)
+    pitch_deg: float = 20.0  # downward tilt
+    hfov_deg: float = 100.0  # horizontal field of view (wide-angle lens)
+    near: float = 0.05
+    far: float = 12.0
+
+    def vfov_deg(self, width: int, height: int) -> float:
+        h = math.radians(self.hfov_deg)
+        return math.degrees(2 * math.atan(math.tan(h / 2) * height / width))
+
+
+@dataclass(frozen=True)
+class RoadStyle:
+    edge_line_width: float = 0.05  # m, painted inside the road edge
+    centre_line_width: float = 0.03
+    dash_length: float = 0.15
+    dash_gap: float = 0.15
+    start_line_width: float = 0.06
+    colors: Colors = field(default_factory=Colors)
+
+
+def _strip_mesh(
+    left: np.ndarray, right: np.ndarray, z: float
+) -> tuple[list[list[float]], list[int]]:
+    """Quads between two polylines (open, K points each), wound to face up."""
+    k = len(left)
+    verts = np.empty((2 * k, 3))
+    verts[0::2, :2] = left
+    verts[1::2, :2] = right
+    verts[:, 2] = z
+    idx = []
+    for i in range(k - 1):
+        a, b, c, d = 2 * i, 2 * i + 1, 2 * i + 2, 2 * i + 3
+        # left->right is the -normal direction; with the tangent forward these
+        # orderings give counter-clockwise triangles seen from above.
+        idx += [a, b, c, c, b, d]
+    return verts.tolist(), idx
+
+
+def _quads_mesh(quads: list[np.ndarray], z: float) -> tuple[list[list[float]], list[int]]:
+    """Independent quads, each (4, 2) as [l0, r0, l1, r1]."""
+    verts: list[list[float]] = []
+    idx: list[int] = []
+    for q in quads:
+        base = len(verts)
+        verts += [[q[i, 0], q[i, 1], z] for i in range(4)]
+        idx += [base, base + 1, base + 2, base + 2, base + 1, base + 3]
+    return verts, idx
+
+
+class World:
+    """Ground, road and markings for one track in one BulletClient."""
+
+    def __init__(self, client, style: RoadStyle | None = None) -> None:
+        self.client = client
+        self.style = style or RoadStyle()
+        self.track: Track | None = None
+        self.bodies: dict[str, int] = {}
+        self._colors = self.style.colors
+
+    def build_ground(self) -> None:
+        c = self.client
+        col = c.createCollisionShape(p.GEOM_PLANE)
+        # Collision only: the ground is painted by the renderer (see ground_mask).
+        self.bodies["ground"] = c.createMultiBody(0, col, -1, [0, 0, 0])
+        # Without a visual shape TinyRenderer draws the collision plane itself
+        # (about 1 ms per 96x96 frame); a transparent colour makes it skip it.
+        c.changeVisualShape(self.bodies["ground"], -1, rgbaColor=[1, 1, 1, 0])
+        c.changeDynamics(self.bodies["ground"], -1, lateralFriction=1.0)
+
+    def build_track(self, track: Track) -> None:
+        """Mesh ``track`` into road, edge lines, dashed centre line and start line."""
+        c = self.client
+        st = self.style
+        self.track = track
+        s = np.asarray(track.adaptive_samples(max_angle_deg=6.0, max_spacing=1.0), dtype=float)
+        s = np.append(s, track.length)  # close the loop
+        pts = track.point(s)
+        nrm = track.normal(s)
+        wl, wr = track.half_widths(s)
+        wl = np.asarray(wl)[:, None]
+        wr = np.asarray(wr)[:, None]
+        left_edge = pts + nrm * wl
+        right_edge = pts - nrm * wr
+
+        def add(name: str, mesh: tuple[list, list], rgba) -> None:
+            verts, idx = mesh
+            if not idx:
+                return
+            vis = c.createVisualShape(p.GEOM_MESH, vertices=verts, indices=idx, rgbaColor=rgba)
+            self.bodies[name] = c.createMultiBody(0, -1, vis, [0, 0, 0])
+
+        add("road", _strip_mesh(left_edge, right_edge, 0.001), self._colors.road)
+        ew = st.edge_line_width
+        add(
+            "edge_left",
+            _strip_mesh(left_edge, pts + nrm * (wl - ew), 0.0015),
+            self._colors.edge,
+        )
+        add(
+            "edge_right",
+            _strip_mesh(pts - nrm * (wr - ew), right_edge, 0.0015),
+            self._colors.edge,
+        )
+        # Dashed centre line: one quad per dash, sampled at its own ends.
+        period = st.dash_length + st.dash_gap
+        starts = np.arange(st.dash_gap / 2, track.length - st.dash_length, period)
+        quads = []
+        hw = st.centre_line_width / 2
+        for s0 in starts:
+            ss = np.array([s0, s0 + st.dash_length])
+            pp, nn = track.point(ss), track.normal(ss)
+            quads.append(
+                np.array(
+                    [pp[0] + nn[0] * hw, pp[0] - nn[0] * hw, pp[1] + nn[1] * hw, pp[1] - nn[1] * hw]
+                )
+            )
+        add("centre", _quads_mesh(quads, 0.0015), self._colors.centre)
+        # Start/finish line across the road at s = 0.
+        ss = np.array([0.0, st.start_line_width])
+        pp, nn = track.point(ss), track.normal(ss)
+        l0, r0 = track.half_widths(0.0)
+        q = np.array(
+            [pp[0] + nn[0] * l0, pp[0] - nn[0] * r0, pp[1] + nn[1] * l0, pp[1] - nn[1] * r0]
+        )
+        add("start", _quads_mesh([q], 0.002), self._colors.start)
+
+    @property
+    def colors(self) -> Colors:
+        return self._colors
+
+    def recolor(self, colors: Colors) -> None:
+        """Apply new colours to the existing bodies (domain randomisation)."""
+        self._colors = colors
+        c = self.client
+        mapping = {
+            "road": colors.road,
+            "edge_left": colors.edge,
+            "edge_right": colors.edge,
+            "centre": colors.centre,
+            "start": colors.start,
+        }
+        for name, rgba in mapping.items():
+            if name in self.bodies:
+                c.changeVisualShape(self.bodies[name], -1, rgbaColor=rgba)
+
+
+@dataclass(frozen=True)
+class View:
+    """A pinhole view: matrices for PyBullet plus the basis to find the ground."""
+
+    view: list[float]
+    proj: list[float]
+    look: np.ndarray  # unit forward
+    right: np.ndarray  # unit right
+    up: np.ndarray  # unit up (image up)
+    vfov_deg: float
+    width: int
+    height: int
+
+
+def make_view(
+    client, eye, look, up_hint, vfov_deg: float, width: int, height: int, near: float, far: float
+) -> View:
+    eye = np.asarray(eye, dtype=float)
+    f = np.asarray(look, dtype=float)
+    f = f / np.linalg.norm(f)
+    r = np.cross(f, np.asarray(up_hint, dtype=float))
+    r = r / np.linalg.norm(r)
+    u = np.cross(r, f)
+    view = client.computeViewMatrix(eye.tolist(), (eye + f).tolist(), u.tolist())
+    proj = client.computeProjectionMatrixFOV(
+        fov=vfov_deg, aspect=width / height, nearVal=near, farVal=far
+    )
+    return View(view, proj, f, r, u, vfov_deg, width, height)
+
+
+def ground_mask(v: View) -> np.ndarray:
+    """Pixels whose camera ray points down, i.e. would meet the ground plane.
+
+    The ground is not drawn as a mesh: TinyRenderer's cost is per covered
+    pixel, and a ground plane under the road would draw most pixels twice.
+    Pixels the rasteriser leaves empty are filled with the ground colour
+    where this mask is set and with the sky colour elsewhere; for a flat,
+    uniformly lit, untextured ground that is the same picture.
+    """
+    t = math.tan(math.radians(v.vfov_deg) / 2)
+    xs = (2 * (np.arange(v.width) + 0.5) / v.width - 1) * t * v.width / v.height
+    ys = (1 - 2 * (np.arange(v.height) + 0.5) / v.height) * t
+    z = v.look[2] + xs[None, :] * v.right[2] + ys[:, None] * v.up[2]
+    return z < 0
+
+
+def camera_view(
+    pos: np.ndarray, rot: np.ndarray, spec: CameraSpec, width: int, height: int, client
+) -> View:
+    """The car-mounted camera, riding with the body (it pitches and rolls with it).
+
+    ``pos`` and ``rot`` are the car base's world position and 3x3 rotation.
+    """
+    fwd = rot[:, 0]
+    up = rot[:, 2]
+    eye = pos + fwd * spec.forward + up * (spec.height - pos[2])
+    pitch = math.radians(spec.pitch_deg)
+    look = fwd * math.cos(pitch) - up * math.sin(pitch)
+    cam_up = fwd * math.sin(pitch) + up * math.cos(pitch)
+    return make_view(
+        client, eye, look, cam_up, spec.vfov_deg(width, height), width, height, spec.near, spec.far
+    )
