@@ -49,6 +49,23 @@ class CarParams:
         return self.wheelbase / math.tan(self.max_steer)
 
 
+def _wheel_speed_factors(delta: float, wheelbase: float, track_width: float) -> tuple[float, ...]:
+    """Wheel speeds relative to the car's centre speed, in WHEEL_JOINTS order.
+
+    Radii about the turn centre (on the rear axle line): rear wheels at
+    ``R -+ w/2``, front wheels at ``hypot(R -+ w/2, L)``, all over the radius of
+    the car's centre point ``hypot(R, L/2)``.
+    """
+    if abs(delta) < 1e-6:
+        return (1.0, 1.0, 1.0, 1.0)
+    r = wheelbase / math.tan(delta)  # signed: + turning left
+    centre = math.hypot(r, wheelbase / 2)
+    rl, rr = abs(r - track_width / 2), abs(r + track_width / 2)
+    fl, fr = math.hypot(rl, wheelbase), math.hypot(rr, wheelbase)
+    # WHEEL_JOINTS = (left rear, right rear, left front, right front)
+    return (rl / centre, rr / centre, fl / centre, fr / centre)
+
+
 class RaceCar:
     """One racecar in one BulletClient."""
 
@@ -122,12 +139,16 @@ class RaceCar:
             targetPositions=[left, right],
             forces=[10.0, 10.0],
         )
+        # Electronic differential: each wheel's target speed follows its own
+        # turning radius (a real RC car has mechanical differentials; four
+        # wheels forced to one speed would scrub and understeer).
+        scale = _wheel_speed_factors(delta, par.wheelbase, par.track_width)
         omega = wheel_speed / par.wheel_radius
         c.setJointMotorControlArray(
             self.body,
             list(WHEEL_JOINTS),
             p.VELOCITY_CONTROL,
-            targetVelocities=[omega] * len(WHEEL_JOINTS),
+            targetVelocities=[omega * f for f in scale],
             forces=[par.motor_force] * len(WHEEL_JOINTS),
         )
 
