@@ -130,3 +130,73 @@ class ExpertPilot:
 
     def metadata(self) -> dict[str, Any]:
         return {"kind": "expert", "name": self.name, **asdict(self.config)}
+
+
+def check_laps(
+    track: str, direction: str, speed: float, laps: int, seed: int = 0
+) -> dict[str, Any]:
+    """Drive ``laps`` laps with the expert (state observations: it needs no camera)."""
+    from sim.env import TrackEnv
+
+    env = TrackEnv(
+        track=track, direction=direction, obs_mode="state", fixed_speed=None, max_laps=laps
+    )
+    obs, info = env.reset(seed=seed)
+    expert = ExpertPilot(env.track, ExpertConfig(cruise_speed=speed), env.car_params, seed=seed)
+    max_cte = 0.0
+    limit = int(laps * env.track.length / ExpertConfig.min_speed * env.control_hz) + 100
+    for _ in range(limit):
+        obs, _, terminated, _, info = env.step(expert.act(obs, info))
+        max_cte = max(max_cte, abs(info["lateral"]))
+        if terminated:
+            break
+    env.close()
+    return {
+        "track": track,
+        "direction": direction,
+        "speed": speed,
+        "laps": info["lap"],
+        "off_track": bool(info["off_track"] or info["flipped"]),
+        "max_abs_cte": max_cte,
+        "mean_lap_time": float(np.mean(info["lap_times"])) if info["lap_times"] else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agents.expert``: the expert's consecutive clean laps on every track."""
+    import argparse
+
+    from tracks import builtin_names
+
+    ap = argparse.ArgumentParser(prog="python -m agents.expert", description=main.__doc__)
+    ap.add_argument("--laps", type=int, default=10)
+    ap.add_argument("--speeds", default="2,3", help="comma list of cruise speeds, m/s")
+    ap.add_argument("--tracks", default=",".join(builtin_names()))
+    ap.add_argument("--directions", default="ccw,cw")
+    args = ap.parse_args(argv)
+    try:
+        speeds = [float(v) for v in args.speeds.split(",")]
+        ExpertConfig(cruise_speed=max(speeds))
+    except ValueError as exc:
+        print(f"error: bad --speeds: {exc}")
+        return 2
+    failures = 0
+    print(
+        f"{'speed':>5} {'track':<10} {'dir':<4} {'laps':>4} {'off':>4} {'max|cte| m':>10} {'lap s':>6}"
+    )
+    for speed in speeds:
+        for track in args.tracks.split(","):
+            for direction in args.directions.split(","):
+                r = check_laps(track, direction, speed, args.laps)
+                ok = r["laps"] == args.laps and not r["off_track"]
+                failures += not ok
+                print(
+                    f"{speed:>5.1f} {track:<10} {direction:<4} {r['laps']:>4} {'yes' if r['off_track'] else 'no':>4}"
+                    f" {r['max_abs_cte']:>10.3f} {r['mean_lap_time'] or 0:>6.2f}"
+                )
+    print("all clean" if not failures else f"{failures} runs failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

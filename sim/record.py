@@ -45,6 +45,29 @@ FRAME_KEYS = (
 )
 
 
+FRAME_DTYPES = {
+    "image": np.uint8,
+    "steering": np.float32,
+    "throttle": np.float32,
+    "speed": np.float32,
+    "t": np.float32,
+    "pose": np.float32,
+    "lateral": np.float32,
+    "heading_error": np.float32,
+    "progress": np.float32,
+    "lap": np.int32,
+    "takeover": np.uint8,
+}
+
+
+def frames_to_arrays(frames: dict[str, list]) -> dict[str, np.ndarray]:
+    """Per-frame lists (as collected while driving) to the dataset's arrays."""
+    out = {k: np.asarray(frames[k], dtype=FRAME_DTYPES[k]) for k in FRAME_KEYS if k != "image"}
+    out["image"] = np.stack(frames["image"]).astype(np.uint8, copy=False)
+    out["pose"] = out["pose"].reshape(-1, 3)
+    return out
+
+
 @dataclass(frozen=True)
 class RecordConfig:
     """What to record (one run of ``python -m sim.record``)."""
@@ -177,19 +200,7 @@ def record_episode(job: dict, cfg: RecordConfig, out: str) -> dict:
             f"after {laps_done} of {cfg.laps} laps; episode not written"
         )
         return result
-    arrays = {
-        "image": np.stack(frames["image"]).astype(np.uint8),
-        "steering": np.asarray(frames["steering"], np.float32),
-        "throttle": np.asarray(frames["throttle"], np.float32),
-        "speed": np.asarray(frames["speed"], np.float32),
-        "t": np.asarray(frames["t"], np.float32),
-        "pose": np.asarray(frames["pose"], np.float32),
-        "lateral": np.asarray(frames["lateral"], np.float32),
-        "heading_error": np.asarray(frames["heading_error"], np.float32),
-        "progress": np.asarray(frames["progress"], np.float32),
-        "lap": np.asarray(frames["lap"], np.int32),
-        "takeover": np.asarray(frames["takeover"], np.uint8),
-    }
+    arrays = frames_to_arrays(frames)
     meta = EpisodeMeta(
         track_id=track.name,
         track_hash=track.geometry_hash,
