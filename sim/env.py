@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -48,8 +49,15 @@ class RewardWeights:
     crash: float = 5.0  # once, on leaving the road or flipping
 
 
-def _wrap(a: float) -> float:
-    return (a + math.pi) % (2 * math.pi) - math.pi
+class _DirectClient(bullet_client.BulletClient):
+    """A headless BulletClient. The stock one passes ``options=""`` to
+    ``pybullet.connect``, which makes PyBullet print ``argv[0]=`` on stdout
+    for every env; connecting without options is silent."""
+
+    def __init__(self) -> None:
+        self._shapes = {}
+        self._pid = os.getpid()
+        self._client = p.connect(p.DIRECT)
 
 
 class TrackEnv(gym.Env):
@@ -228,7 +236,7 @@ class TrackEnv(gym.Env):
 
     def _connect(self) -> None:
         if self._client is None:
-            self._client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+            self._client = _DirectClient()
         c = self._client
         c.resetSimulation()
         c.setGravity(0, 0, -9.81)
