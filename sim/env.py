@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, replace
@@ -47,6 +48,24 @@ class RewardWeights:
     lateral: float = 0.1  # per second, times (lateral / half width)^2
     steer_change: float = 0.02  # per step, times |steering - previous steering|
     crash: float = 5.0  # once, on leaving the road or flipping
+
+
+@functools.lru_cache(maxsize=64)
+def _generated_track(seed: int) -> Track:
+    return generate_track(seed)
+
+
+_REVERSED: dict[str, Track] = {}
+
+
+def _reversed_track(track: Track) -> Track:
+    """``track.reversed()``, cached by geometry (reversing re-fits the spline)."""
+    key = f"{track.geometry_hash}:{track.name}"
+    if key not in _REVERSED:
+        if len(_REVERSED) > 64:
+            _REVERSED.clear()
+        _REVERSED[key] = track.reversed()
+    return _REVERSED[key]
 
 
 class _DirectClient(bullet_client.BulletClient):
@@ -229,9 +248,9 @@ class TrackEnv(gym.Env):
             if self.track_pool:
                 spec = self.track_pool[int(self.np_random.integers(len(self.track_pool)))]
             else:
-                return generate_track(int(self.np_random.integers(2**31 - 1)))
+                return _generated_track(int(self.np_random.integers(2**31 - 1)))
         if isinstance(spec, str) and spec.startswith("gen:"):
-            return generate_track(int(spec[4:]))
+            return _generated_track(int(spec[4:]))
         return load_track(spec)
 
     def _connect(self) -> None:
@@ -272,7 +291,7 @@ class TrackEnv(gym.Env):
 
         # Orientation of the road as driven: "ccw" means the lap turns counter-
         # clockwise overall, whatever the orientation the track was defined in.
-        track = base if base.orientation == direction else base.reversed()
+        track = base if base.orientation == direction else _reversed_track(base)
         self.direction = direction
         self.base_track = base
         self.track = track

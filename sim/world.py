@@ -65,24 +65,23 @@ def _strip_mesh(
     verts[0::2, :2] = left
     verts[1::2, :2] = right
     verts[:, 2] = z
-    idx = []
-    for i in range(k - 1):
-        a, b, c, d = 2 * i, 2 * i + 1, 2 * i + 2, 2 * i + 3
-        # left->right is the -normal direction; with the tangent forward these
-        # orderings give counter-clockwise triangles seen from above.
-        idx += [a, b, c, c, b, d]
-    return verts.tolist(), idx
+    # left->right is the -normal direction; with the tangent forward these
+    # orderings give counter-clockwise triangles seen from above.
+    a = 2 * np.arange(k - 1)[:, None]
+    idx = (a + np.array([0, 1, 2, 2, 1, 3])[None, :]).ravel()
+    return verts.tolist(), idx.tolist()
 
 
-def _quads_mesh(quads: list[np.ndarray], z: float) -> tuple[list[list[float]], list[int]]:
-    """Independent quads, each (4, 2) as [l0, r0, l1, r1]."""
-    verts: list[list[float]] = []
-    idx: list[int] = []
-    for q in quads:
-        base = len(verts)
-        verts += [[q[i, 0], q[i, 1], z] for i in range(4)]
-        idx += [base, base + 1, base + 2, base + 2, base + 1, base + 3]
-    return verts, idx
+def _quads_mesh(quads: np.ndarray, z: float) -> tuple[list[list[float]], list[int]]:
+    """Independent quads, (K, 4, 2), each as [l0, r0, l1, r1]."""
+    quads = np.asarray(quads, dtype=float).reshape(-1, 4, 2)
+    k = len(quads)
+    verts = np.empty((k * 4, 3))
+    verts[:, :2] = quads.reshape(-1, 2)
+    verts[:, 2] = z
+    base = 4 * np.arange(k)[:, None]
+    idx = (base + np.array([0, 1, 2, 2, 1, 3])[None, :]).ravel()
+    return verts.tolist(), idx.tolist()
 
 
 class World:
@@ -142,16 +141,11 @@ class World:
         # Dashed centre line: one quad per dash, sampled at its own ends.
         period = st.dash_length + st.dash_gap
         starts = np.arange(st.dash_gap / 2, track.length - st.dash_length, period)
-        quads = []
+        ends = starts + st.dash_length
         hw = st.centre_line_width / 2
-        for s0 in starts:
-            ss = np.array([s0, s0 + st.dash_length])
-            pp, nn = track.point(ss), track.normal(ss)
-            quads.append(
-                np.array(
-                    [pp[0] + nn[0] * hw, pp[0] - nn[0] * hw, pp[1] + nn[1] * hw, pp[1] - nn[1] * hw]
-                )
-            )
+        p0, n0 = track.point(starts), track.normal(starts) * hw
+        p1, n1 = track.point(ends), track.normal(ends) * hw
+        quads = np.stack([p0 + n0, p0 - n0, p1 + n1, p1 - n1], axis=1)  # (K, 4, 2)
         add("centre", _quads_mesh(quads, 0.0015), self._colors.centre)
         # Start/finish line across the road at s = 0.
         ss = np.array([0.0, st.start_line_width])
