@@ -223,6 +223,9 @@ class TrackEnv(gym.Env):
         self._client = None
         self._world: World | None = None
         self._car: RaceCar | None = None
+        # The track as given (``base_track``) and as driven (``track``: reversed
+        # for a lap in the other orientation); both public, read-only.
+        self.base_track: Track | None = None
         self.track: Track | None = None
         self.direction = "ccw"
         self._light = [1.0, 1.0, 2.0]
@@ -348,14 +351,18 @@ class TrackEnv(gym.Env):
     def step(self, action):
         return self.step_with_switch(action, action, 0)
 
-    def step_with_switch(self, held_action, new_action, switch_substep: int):
+    def step_with_switch(
+        self, held_action, new_action, switch_substep: int, *, observe: bool = True
+    ):
         """One control period in which the command changes part-way through.
 
         ``held_action`` stays applied for the first ``switch_substep`` physics
         substeps, then ``new_action`` for the rest. The latency-aware evaluator
         uses this to make a command take effect exactly when its inference
         finishes (to the physics step, 1/240 s). ``step(a)`` is
-        ``step_with_switch(a, a, 0)``.
+        ``step_with_switch(a, a, 0)``. With ``observe=False`` no camera frame
+        is rendered and the observation returned is ``None`` (the evaluator
+        skips frames a slow pilot would never look at).
         """
         if self._car is None:
             raise RuntimeError("call reset() before step()")
@@ -412,7 +419,7 @@ class TrackEnv(gym.Env):
         reward = float(sum(terms.values()))
         laps_done = self.max_laps is not None and self.laps >= self.max_laps
         terminated = bool(off_track or flipped or laps_done)
-        obs = self._observe()
+        obs = self._observe() if observe else None
         info = self._info(speed, terms, off_track, flipped)
         if self.render_mode == "human":
             self.render()
@@ -435,6 +442,12 @@ class TrackEnv(gym.Env):
         self._proj = self.track.project(x, y, s_hint=s, yaw=cyaw)
         self._prev_steer = 0.0
         return self._info(speed, reward_terms={}, off_track=False, flipped=False)
+
+    def observe(self):
+        """The observation from the car's current pose (e.g. after ``recentre()``)."""
+        if self._car is None:
+            raise RuntimeError("call reset() before observe()")
+        return self._observe()
 
     def _car_state(self):
         x, y, yaw, speed, yaw_rate, up_z = self._car.state()

@@ -1,0 +1,541 @@
+"""``python -m evaluation.evaluate``: closed-loop evaluation of pilots, latency charged.
+
+    python -m evaluation.evaluate expert runs/compact --tracks chicane,triangle \\
+        --directions ccw,cw --laps 3 --speed 2.0 --latency measured --seeds 0 --json
+
+A pilot is ``expert``, ``classical``, a CNN checkpoint or a stable-baselines3 agent
+(:mod:`evaluation.pilots`). Each pilot is loaded once here and, with ``--latency
+measured``, its batch-1 inference time is measured once on ``--device`` before the
+runs are dispatched to ``--workers`` processes, so every run of a pilot charges the
+same latency (:mod:`evaluation.runner` explains the latency model). ``--sweep`` also
+runs each pilot, track and direction at increasing fixed latencies and reports the
+largest one at which it still laps cleanly.
+
+One result row per pilot x track x direction x seed (:class:`evaluation.results.
+ResultRow`) is printed as a table (``--json``: JSON lines) and appended to
+``OUT/results.jsonl``; ``--sweep`` writes ``OUT/sweep.png``. :func:`evaluate` does the
+same in-process for the leaderboard's main job. Bad input is one ``error:`` line and
+exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluation.latency import (
+    LatencySetting,
+    LatencyStats,
+    describe_device,
+    hardware_fingerprint,
+    measure_latency,
+    parse_latency,
+    resolve_device,
+)
+from evaluation.results import ResultRow, code_version, now_iso
+from evaluation.runner import (
+    DEFAULT_SWEEP_MS,
+    RunJob,
+    RunResult,
+    group_sweeps,
+    max_ok_latency,
+    plot_sweep,
+    run_many,
+)
+
+__all__ = [
+    "DEFAULT_OUT",
+    "EvalConfig",
+    "PilotInfo",
+    "evaluate",
+    "format_sweep",
+    "format_table",
+    "main",
+    "make_row",
+    "prepare_pilot",
+    "run_evaluation",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OUT = Path("trackpilot_out") / "eval"
+DIRECTIONS = ("ccw", "cw")
+
+
+def _default_tracks() -> tuple[str, ...]:
+    from tracks import HELDOUT_TRACKS
+
+    return tuple(HELDOUT_TRACKS)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation: which pilots, where, how, and with which latency."""
+
+    pilots: tuple[str, ...]  # pilot specs (evaluation.pilots.load_pilot_spec)
+    tracks: tuple[str, ...] = field(default_factory=_default_tracks)  # names, gen:<seed>, files
+    directions: tuple[str, ...] = DIRECTIONS
+    laps: int = 3
+    speed: float = 2.0  # m/s, held by cruise control
+    latency: str = "measured"  # "measured", "0" or a fixed value ("70ms", "0.07s")
+    seeds: tuple[int, ...] = (0,)
+    workers: int = 1  # processes for the runs (1: in this process)
+    device: str = "cpu"  # where pilots run: cpu, cuda, cuda:N or auto
+    sweep: bool = False  # also sweep fixed latencies (first seed only)
+    sweep_latencies_ms: tuple[float, ...] = DEFAULT_SWEEP_MS
+    max_time_s: float | None = None  # per run; None: runner.default_max_time
+    video_dir: str | None = None  # write a video of every (non-sweep) run here
+    out_dir: str | None = None  # append result rows (JSON lines) here; None: no files
+    latency_warmup: int = 10
+    latency_calls: int = 50
+
+    def __post_init__(self) -> None:
+        if not self.pilots:
+            raise ValueError("name at least one pilot")
+        if not self.tracks:
+            raise ValueError("name at least one track")
+        bad = [d for d in self.directions if d not in DIRECTIONS]
+        if bad or not self.directions:
+            raise ValueError(f"directions must be among {DIRECTIONS}, got {list(self.directions)}")
+        if self.laps < 1:
+            raise ValueError(f"laps must be >= 1, got {self.laps}")
+        if not (math.isfinite(self.speed) and 0 < self.speed <= 5.0):
+            raise ValueError(f"speed must be in (0, 5] m/s, got {self.speed}")
+        if not self.seeds or any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be integers >= 0, got {list(self.seeds)}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise ValueError(f"max_time_s must be > 0, got {self.max_time_s}")
+        if any(not math.isfinite(v) or v < 0 for v in self.sweep_latencies_ms):
+            raise ValueError("sweep latencies must be finite and >= 0 ms")
+        if self.sweep and not self.sweep_latencies_ms:
+            raise ValueError("a sweep needs at least one latency")
+        if self.latency_warmup < 0 or self.latency_calls < 1:
+            raise ValueError("latency_warmup must be >= 0 and latency_calls >= 1")
+        self.latency_setting  # noqa: B018 - validates the latency text
+        resolve_device(self.device)
+
+    @property
+    def latency_setting(self) -> LatencySetting:
+        return parse_latency(self.latency)
+
+
+@dataclass
+class PilotInfo:
+    """A pilot loaded in the parent process: its metadata and the latency it is charged."""
+
+    spec: str
+    name: str
+    kind: str
+    meta: dict[str, Any]
+    env: dict[str, Any]  # evaluation.pilots.pilot_env_settings
+    latency_mode: str
+    latency_s: float
+    stats: LatencyStats | None  # when measured
+    device: str
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "pilot"
+
+
+def prepare_pilot(
+    spec: str,
+    setting: LatencySetting,
+    *,
+    device: str = "cpu",
+    speed: float = 2.0,
+    track: Any = "oval",
+    warmup: int = 10,
+    n: int = 50,
+) -> PilotInfo:
+    """Load the pilot named by ``spec`` and fix its latency (measured here, once).
+
+    The measurement feeds the pilot a real observation of ``track`` in the obs mode and
+    camera size it will be evaluated with. The loaded pilot is kept in this process's
+    cache, so runs in this process reuse it.
+    """
+    from evaluation import runner
+    from evaluation.pilots import is_privileged, load_pilot_spec, pilot_env_settings
+
+    pilot = load_pilot_spec(spec, device=device, speed=speed)
+    runner._PILOT_CACHE[(spec, device, speed)] = pilot
+    env_settings = pilot_env_settings(pilot)
+    stats = None
+    if setting.mode == "measured":
+        from sim.env import TrackEnv
+
+        env = TrackEnv(
+            track=track,
+            obs_mode=env_settings["obs_mode"],
+            image_size=env_settings["image_size"],
+            fixed_speed=None if env_settings["throttle"] else speed,
+        )
+        try:
+            obs, info = env.reset(seed=0)
+            if is_privileged(pilot) and hasattr(pilot, "set_track"):
+                pilot.set_track(env.track)
+            pilot.reset()
+            stats = measure_latency(pilot, obs, info, warmup=warmup, n=n)
+        finally:
+            env.close()
+        latency_s = stats.median_s
+        logger.info(
+            "%s: measured latency median %.2f ms, p95 %.2f ms on %s",
+            spec,
+            stats.median_ms,
+            stats.p95_ms,
+            stats.device,
+        )
+    else:
+        latency_s = float(setting.value_s or 0.0)
+    meta = runner._pilot_meta(pilot)
+    return PilotInfo(
+        spec=spec,
+        name=str(meta.get("name", getattr(pilot, "name", spec))),
+        kind=str(meta.get("kind", "unknown")),
+        meta=meta,
+        env=env_settings,
+        latency_mode=setting.mode,
+        latency_s=latency_s,
+        stats=stats,
+        device=stats.device if stats else str(meta.get("device", device)),
+    )
+
+
+def make_row(
+    result: RunResult,
+    pilot: PilotInfo,
+    *,
+    sweep: bool = False,
+    date: str | None = None,
+) -> ResultRow:
+    """The leaderboard row of one run."""
+    meta = pilot.meta
+    sha = meta.get("checkpoint_sha256") or meta.get("sha256")
+    laps = list(result.lap_times_s)
+    measured = result.latency_mode == "measured" and pilot.stats is not None
+    return ResultRow(
+        pilot=pilot.name,
+        pilot_kind=pilot.kind,
+        pilot_spec=pilot.spec,
+        checkpoint_sha256=str(sha) if sha else None,
+        dataset_fingerprint=meta.get("dataset_fingerprint"),
+        track=result.track,
+        track_hash=result.track_hash,
+        direction=result.direction,
+        speed=result.speed,
+        laps_target=result.laps_target,
+        seed=result.seed,
+        latency_mode=result.latency_mode,
+        latency_ms=result.latency_ms,
+        latency_p95_ms=pilot.stats.p95_ms if measured else None,
+        control_period_ms=result.control_period_s * 1000.0,
+        effective_control_hz=result.effective_control_hz,
+        device=describe_device(pilot.device),
+        hardware=hardware_fingerprint(pilot.device),
+        code_version=code_version(),
+        date=date or now_iso(),
+        laps_completed=result.laps_completed,
+        off_track=result.off_track_events,
+        flips=result.flips,
+        interventions=result.interventions,
+        autonomy=result.autonomy_pct,
+        mean_abs_cte=result.mean_abs_cte_m,
+        max_abs_cte=result.max_abs_cte_m,
+        lap_times=laps,
+        mean_lap_time=sum(laps) / len(laps) if laps else None,
+        mean_speed=result.mean_speed_m_s,
+        mean_steering=result.mean_steering,
+        elapsed_s=result.elapsed_s,
+        completed=result.completed,
+        sweep=sweep,
+        obs_mode=result.obs_mode,
+        image_size=list(result.image_size),
+        video=result.video_path,
+        interventions_at=result.interventions_at,
+        trajectory=result.trajectory,
+    )
+
+
+def _video_path(cfg: EvalConfig, pilot: PilotInfo, track: str, direction: str, seed: int) -> str:
+    from evaluation.video import video_format
+
+    name = f"{_slug(pilot.name)}_{_slug(Path(track).stem)}_{direction}_s{seed}.{video_format()}"
+    return str(Path(cfg.video_dir or ".") / name)
+
+
+def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]:
+    """Run ``cfg``: load and time each pilot, run every job, return (and write) the rows."""
+    from tracks import load_track
+
+    device = resolve_device(cfg.device)
+    setting = cfg.latency_setting
+    for t in cfg.tracks:  # fail before any work on a bad track
+        load_track(t)
+    pilots = [
+        prepare_pilot(
+            spec,
+            setting,
+            device=device,
+            speed=cfg.speed,
+            track=cfg.tracks[0],
+            warmup=cfg.latency_warmup,
+            n=cfg.latency_calls,
+        )
+        for spec in cfg.pilots
+    ]
+
+    def job(p: PilotInfo, track: str, direction: str, seed: int, **kw: Any) -> RunJob:
+        return RunJob(
+            pilot_spec=p.spec,
+            track=track,
+            direction=direction,
+            laps=cfg.laps,
+            speed=cfg.speed,
+            seed=seed,
+            device=device,
+            max_time_s=cfg.max_time_s,
+            **kw,
+        )
+
+    jobs: list[tuple[RunJob, PilotInfo, bool]] = []
+    for p in pilots:
+        for track in cfg.tracks:
+            for direction in cfg.directions:
+                for seed in cfg.seeds:
+                    video = _video_path(cfg, p, track, direction, seed) if cfg.video_dir else None
+                    j = job(
+                        p,
+                        track,
+                        direction,
+                        seed,
+                        latency_s=p.latency_s,
+                        latency_mode=p.latency_mode,
+                        video_path=video,
+                    )
+                    jobs.append((j, p, False))
+                if cfg.sweep:
+                    for ms in sorted(set(cfg.sweep_latencies_ms)):
+                        j = job(
+                            p,
+                            track,
+                            direction,
+                            cfg.seeds[0],
+                            latency_s=ms / 1000.0,
+                            latency_mode="zero" if ms == 0 else "fixed",
+                            record_trajectory=False,
+                        )
+                        jobs.append((j, p, True))
+
+    results = run_many([j for j, _, _ in jobs], cfg.workers, progress=progress)
+    date = now_iso()
+    rows = [make_row(r, p, sweep=s, date=date) for r, (_, p, s) in zip(results, jobs, strict=True)]
+    if cfg.out_dir:
+        _write(cfg, rows, results, [s for _, _, s in jobs])
+    return rows
+
+
+def evaluate(
+    pilot_specs: Sequence[str], *, progress: bool = True, **settings: Any
+) -> list[ResultRow]:
+    """Evaluate pilots in-process; ``settings`` are :class:`EvalConfig` fields.
+
+    Returns one row per pilot x track x direction x seed (``sweep=False``) and, with
+    ``sweep=True``, one per sweep point (``sweep=True``). Nothing is written unless
+    ``out_dir`` is given.
+    """
+    for key in ("tracks", "directions", "seeds", "sweep_latencies_ms"):
+        if key in settings and isinstance(settings[key], (list, str)):
+            value = settings[key]
+            settings[key] = tuple([value] if isinstance(value, str) else value)
+    if isinstance(pilot_specs, str):
+        pilot_specs = [pilot_specs]
+    return run_evaluation(EvalConfig(pilots=tuple(pilot_specs), **settings), progress=progress)
+
+
+def _write(
+    cfg: EvalConfig, rows: list[ResultRow], results: list[RunResult], sweep: list[bool]
+) -> None:
+    from sim.io_utils import atomic_write_json, file_lock
+
+    out = Path(cfg.out_dir or DEFAULT_OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", asdict(cfg))
+    text = "".join(json.dumps(r.to_dict(), allow_nan=False) + "\n" for r in rows)
+    path = out / "results.jsonl"
+    # One append of whole lines under a lock: concurrent evaluations interleave rows,
+    # never bytes of rows.
+    with file_lock(out / ".results.lock"):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    swept = [r for r, s in zip(results, sweep, strict=True) if s]
+    if swept:
+        plot_sweep(swept, out / "sweep.png")
+
+
+# --------------------------------------------------------------------------- output
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def format_table(rows: Sequence[ResultRow]) -> str:
+    """The runs as a fixed-width text table."""
+    head = (
+        f"{'pilot':<22} {'track':<12} {'dir':<3} {'seed':>4} {'latency':>12} {'Hz':>5} "
+        f"{'laps':>5} {'int':>4} {'auton%':>7} {'|cte|':>6} {'max':>6} {'lap s':>6} "
+        f"{'m/s':>5} {'ok':>3}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lat = f"{r.latency_ms:.1f}ms" + ("*" if r.latency_mode == "measured" else "")
+        lines.append(
+            f"{r.pilot[:22]:<22} {r.track[:12]:<12} {r.direction:<3} {r.seed:>4} {lat:>12} "
+            f"{r.effective_control_hz:>5.1f} {r.laps_completed:>2}/{r.laps_target:<2} "
+            f"{r.interventions:>4} {r.autonomy:>7.1f} {r.mean_abs_cte:>6.3f} "
+            f"{r.max_abs_cte:>6.3f} {_fmt(r.mean_lap_time, '6.2f'):>6} {r.mean_speed:>5.2f} "
+            f"{'yes' if r.ok else 'NO':>3}"
+        )
+    if any(r.latency_mode == "measured" for r in rows):
+        lines.append("* measured: median batch-1 inference time on this machine")
+    return "\n".join(lines)
+
+
+def format_sweep(rows: Sequence[ResultRow]) -> str:
+    """Per pilot, track and direction: laps/interventions at each latency, and the
+    largest latency that still laps cleanly."""
+    lines = []
+    for (pilot, track, direction, seed, _, _), rs in group_sweeps(rows).items():
+        ok = max_ok_latency(rs)
+        points = " ".join(f"{r.latency_ms:g}:{r.laps_completed}/{r.interventions}" for r in rs)
+        best = "none" if ok is None else f"{ok:g} ms"
+        lines.append(
+            f"{pilot} {track} {direction} seed {seed}: max OK latency {best}  "
+            f"[ms:laps/interventions {points}]"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line, exit status 2
+        self.exit(2, f"error: {message}\n")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x.removesuffix("ms")) for x in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m evaluation.evaluate",
+        description="Closed-loop, latency-aware evaluation of driving pilots.",
+    )
+    p.add_argument(
+        "pilots",
+        nargs="+",
+        metavar="PILOT",
+        help="expert, classical, a CNN checkpoint or a stable-baselines3 agent",
+    )
+    p.add_argument(
+        "--tracks",
+        type=_csv,
+        default=None,
+        help="comma-separated track names, gen:<seed> or files (default: held-out)",
+    )
+    p.add_argument("--directions", type=_csv, default=DIRECTIONS, help="ccw,cw (default both)")
+    p.add_argument("--laps", type=int, default=3)
+    p.add_argument("--speed", type=float, default=2.0, help="cruise speed, m/s")
+    p.add_argument("--latency", default="measured", help="measured | 0 | 70ms | 0.07s")
+    p.add_argument("--sweep", action="store_true", help="also sweep fixed latencies")
+    p.add_argument(
+        "--sweep-latencies",
+        type=_floats,
+        default=DEFAULT_SWEEP_MS,
+        help="comma-separated ms for --sweep (default 0,20,50,70,100,150,200,300,500)",
+    )
+    p.add_argument("--seeds", type=_ints, default=(0,), help="comma-separated seeds (default 0)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    p.add_argument("--max-time", type=float, default=None, help="per run, simulated seconds")
+    p.add_argument("--video", default=None, metavar="DIR", help="write a video of each run here")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory ({DEFAULT_OUT})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = EvalConfig(
+            pilots=tuple(args.pilots),
+            tracks=args.tracks or _default_tracks(),
+            directions=args.directions,
+            laps=args.laps,
+            speed=args.speed,
+            latency=args.latency,
+            seeds=args.seeds,
+            workers=args.workers,
+            device=args.device,
+            sweep=args.sweep,
+            sweep_latencies_ms=args.sweep_latencies,
+            max_time_s=args.max_time,
+            video_dir=args.video,
+            out_dir=args.out,
+        )
+        rows = run_evaluation(cfg, progress=not args.no_progress)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    main_rows = [r for r in rows if not r.sweep]
+    sweep_rows = [r for r in rows if r.sweep]
+    if args.json:
+        for r in rows:
+            print(json.dumps(r.to_dict(trajectory=False), allow_nan=False))
+    else:
+        print(format_table(main_rows))
+        if sweep_rows:
+            print()
+            print(format_sweep(sweep_rows))
+    print(f"wrote {len(rows)} rows to {Path(args.out) / 'results.jsonl'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

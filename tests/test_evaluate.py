@@ -1,0 +1,197 @@
+"""``python -m evaluation.evaluate``, ``evaluate()``, pilot specs and result rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evaluation.evaluate import evaluate, main
+from evaluation.pilots import checkpoint_kind, load_pilot_spec, pilot_env_settings
+from evaluation.results import ResultRow
+from evaluation.runner import max_ok_latency
+
+SHORT = ["--tracks", "oval", "--directions", "ccw", "--laps", "1", "--workers", "1"]
+
+
+def test_cli_expert_json(tmp_path, capsys) -> None:
+    rc = main(["expert", *SHORT, "--latency", "measured", "--json", "--no-progress",
+               "--out", str(tmp_path)])  # fmt: skip
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    rows = [json.loads(line) for line in out.out.splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["pilot"] == "expert" and row["pilot_kind"] == "expert"
+    assert row["track"] == "oval" and row["direction"] == "ccw" and row["seed"] == 0
+    assert row["latency_mode"] == "measured"
+    assert 0 < row["latency_ms"] <= row["latency_p95_ms"] < 50
+    assert row["completed"] and row["laps_completed"] == 1 and row["interventions"] == 0
+    assert row["autonomy"] == 100.0 and len(row["lap_times"]) == 1
+    assert "trajectory" not in row  # printed rows stay short; the file keeps it
+    assert row["code_version"] and row["hardware"] and row["device"].startswith("cpu")
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    stored = ResultRow.from_dict(json.loads(lines[0]))
+    assert stored.trajectory and stored.ok and not stored.crashed
+    assert (tmp_path / "config.json").is_file()
+
+
+def test_cli_table(tmp_path, capsys) -> None:
+    rc = main(["expert", *SHORT, "--latency", "20ms", "--no-progress", "--out", str(tmp_path)])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert "expert" in out.out and "20.0ms" in out.out and "yes" in out.out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["no-such-pilot"], "no-such-pilot"),
+        (["expert", "--latency", "fast"], "latency"),
+        (["expert", "--tracks", "atlantis"], "atlantis"),
+        (["expert", "--directions", "up"], "directions"),
+        (["expert", "--laps", "0"], "laps"),
+        (["expert", "--seeds", "a,b"], "integers"),
+        (["expert", "--device", "tpu"], "device"),
+    ],
+)
+def test_cli_bad_input_is_one_error_line(tmp_path, capsys, argv, message) -> None:
+    rc = main([*argv, "--no-progress", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_cli_malformed_track_file(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("this,is\nnot a track\n")
+    rc = main(["expert", "--tracks", str(bad), "--no-progress", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_evaluate_in_process_with_sweep(tmp_path) -> None:
+    rows = evaluate(
+        ["expert"],
+        tracks=["oval"],
+        directions=["ccw"],
+        laps=1,
+        latency="0",
+        sweep=True,
+        sweep_latencies_ms=(0, 300),
+        out_dir=str(tmp_path),
+        progress=False,
+    )
+    main_rows = [r for r in rows if not r.sweep]
+    sweep_rows = [r for r in rows if r.sweep]
+    assert len(main_rows) == 1 and main_rows[0].latency_mode == "zero" and main_rows[0].ok
+    assert [r.latency_ms for r in sweep_rows] == [0.0, 300.0]
+    assert sweep_rows[1].crashed
+    assert max_ok_latency(sweep_rows) == 0.0
+    assert (tmp_path / "sweep.png").is_file()
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_evaluate_cnn_checkpoint_with_measured_latency(tmp_path) -> None:
+    from agents.cnn import write_checkpoint
+    from agents.models import build_model
+
+    model = build_model("compact", input_size=(30, 40), width=0.5, depth=3)
+    write_checkpoint(tmp_path, "best", model)
+    (row,) = evaluate(
+        [str(tmp_path)],
+        tracks=["oval"],
+        directions=["cw"],
+        laps=1,
+        latency="measured",
+        latency_calls=10,
+        max_time_s=0.5,
+        progress=False,
+    )
+    record = json.loads((tmp_path / "best.json").read_text())
+    assert row.pilot_kind == "cnn" and row.checkpoint_sha256 == record["weights_sha256"]
+    assert row.obs_mode == "image" and row.image_size == [120, 160]
+    assert row.latency_mode == "measured" and 0 < row.latency_ms <= row.latency_p95_ms
+    assert row.track == "oval" and row.direction == "cw"
+    assert row.elapsed_s == pytest.approx(0.5) and not row.completed
+
+
+def test_classical_pilot_runs() -> None:
+    (row,) = evaluate(
+        ["classical"], tracks=["oval"], directions=["ccw"], laps=1, latency="20ms",
+        max_time_s=0.5, progress=False,
+    )  # fmt: skip
+    assert row.pilot_kind == "classical" and row.obs_mode == "image"
+    assert row.latency_ms == pytest.approx(20.0)
+
+
+# --------------------------------------------------------------------------- pilots
+def test_load_pilot_spec_expert_and_errors(tmp_path) -> None:
+    pilot = load_pilot_spec("expert", speed=1.5)
+    assert pilot.metadata()["kind"] == "expert" and pilot.config.cruise_speed == 1.5
+    assert pilot_env_settings(pilot)["obs_mode"] == "state"  # privileged: no camera needed
+    with pytest.raises(ValueError, match="no such file"):
+        load_pilot_spec(str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError):
+        load_pilot_spec("")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="neither a CNN checkpoint"):
+        load_pilot_spec(str(other))
+    (tmp_path / "weird.txt").write_text("x")
+    with pytest.raises(ValueError, match="unknown pilot file type"):
+        load_pilot_spec(str(tmp_path / "weird.txt"))
+    with pytest.raises(ValueError, match="no pilot found"):
+        load_pilot_spec(str(tmp_path))
+
+
+def test_checkpoint_kind_detection(tmp_path) -> None:
+    cnn = tmp_path / "run"
+    cnn.mkdir()
+    (cnn / "best.json").write_text(json.dumps({"format": "trackpilot-checkpoint", "version": 1}))
+    assert checkpoint_kind(cnn) == ("cnn", cnn)
+    assert checkpoint_kind(cnn / "best.json")[0] == "cnn"
+    (cnn / "best.safetensors").write_bytes(b"")
+    assert checkpoint_kind(cnn / "best.safetensors")[0] == "cnn"
+    sb3 = tmp_path / "ppo"
+    sb3.mkdir()
+    (sb3 / "agent.json").write_text(json.dumps({"algo": "PPO", "obs_mode": "state"}))
+    assert checkpoint_kind(sb3) == ("sb3", sb3)
+    assert checkpoint_kind(sb3 / "agent.json")[0] == "sb3"
+
+
+# --------------------------------------------------------------------------- rows
+def _row(**kw) -> ResultRow:
+    base = dict(
+        pilot="p", pilot_kind="cnn", pilot_spec="runs/p", checkpoint_sha256="ab" * 32,
+        dataset_fingerprint="fp", track="chicane", track_hash="h", direction="cw", speed=2.0,
+        laps_target=3, seed=1, latency_mode="measured", latency_ms=12.5, latency_p95_ms=14.0,
+        control_period_ms=50.0, effective_control_hz=20.0, device="cpu (x)", hardware="hw",
+        code_version="abc-dirty", date="2026-01-01T00:00:00+00:00", laps_completed=2,
+        off_track=1, flips=0, interventions=1, autonomy=80.0, mean_abs_cte=0.1,
+        max_abs_cte=0.7, lap_times=[15.0, 15.5], mean_lap_time=15.25, mean_speed=2.0,
+        mean_steering=0.01, elapsed_s=40.0, completed=False, trajectory=[[0.0, 1.0]],
+    )  # fmt: skip
+    base.update(kw)
+    return ResultRow(**base)
+
+
+def test_result_row_round_trip() -> None:
+    row = _row()
+    d = json.loads(json.dumps(row.to_dict()))
+    assert ResultRow.from_dict(d) == row
+    assert "trajectory" not in row.flat() and "lap_times" not in row.flat()
+    assert row.crashed and not row.ok
+    assert "trajectory" not in row.to_dict(trajectory=False)
+
+
+def test_result_row_rejects_bad_dicts() -> None:
+    d = _row().to_dict()
+    with pytest.raises(ValueError, match="version"):
+        ResultRow.from_dict({**d, "version": 99})
+    missing = dict(d)
+    del missing["track"]
+    with pytest.raises(ValueError, match="track"):
+        ResultRow.from_dict(missing)
+    with pytest.raises(ValueError, match="unknown"):
+        ResultRow.from_dict({**d, "colour": "red"})
