@@ -1,0 +1,137 @@
+"""Offline metrics for steering pilots (pure numpy).
+
+- Regression: steering MAE, MSE, RMSE, mean signed error (bias to one side), max |error|.
+- Classes: per-class precision, recall, F1 and support; their macro average (the single
+  optimizing number of the recipe) and accuracy.
+- Distribution distances used by the split check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "classification_report",
+    "format_class_table",
+    "histogram_distance",
+    "regression_metrics",
+    "total_variation",
+]
+
+
+def regression_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """Steering error statistics of ``pred`` against ``target`` (same shape, 1-D)."""
+    pred = np.asarray(pred, dtype=np.float64).ravel()
+    target = np.asarray(target, dtype=np.float64).ravel()
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target differ in shape: {pred.shape} vs {target.shape}")
+    if pred.size == 0:
+        return {"n": 0, "mae": float("nan"), "mse": float("nan"), "rmse": float("nan"),
+                "mean_error": float("nan"), "max_abs_error": float("nan")}  # fmt: skip
+    err = pred - target
+    mse = float(np.mean(err**2))
+    return {
+        "n": int(err.size),
+        "mae": float(np.mean(np.abs(err))),
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "mean_error": float(np.mean(err)),
+        "max_abs_error": float(np.max(np.abs(err))),
+    }
+
+
+def classification_report(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    num_classes: int,
+    class_values: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Per-class precision / recall / F1 / support, macro averages and accuracy.
+
+    A class never predicted has precision 0 (and one never present has recall 0), as in
+    scikit-learn's ``zero_division=0``. Macro averages run over the classes that occur in
+    ``y_true`` or ``y_pred``: with 15 steering bins the extreme ones may never occur on a
+    gentle track, and counting them as F1 = 0 would only measure the track.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64).ravel()
+    y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true and y_pred differ in shape: {y_true.shape} vs {y_pred.shape}")
+    if y_true.size and (
+        min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= num_classes
+    ):
+        raise ValueError(f"class indices must lie in [0, {num_classes})")
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(cm, (y_true, y_pred), 1)
+    tp = np.diag(cm).astype(np.float64)
+    predicted = cm.sum(axis=0).astype(np.float64)
+    support = cm.sum(axis=1).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = (support > 0) | (predicted > 0)
+    classes = []
+    for k in range(num_classes):
+        row = {
+            "class": k,
+            "precision": float(precision[k]),
+            "recall": float(recall[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+            "predicted": int(predicted[k]),
+        }
+        if class_values is not None:
+            row["value"] = float(class_values[k])
+        classes.append(row)
+
+    def macro(v: np.ndarray) -> float:
+        return float(v[present].mean()) if present.any() else float("nan")
+
+    return {
+        "n": int(y_true.size),
+        "accuracy": float(tp.sum() / y_true.size) if y_true.size else float("nan"),
+        "macro_precision": macro(precision),
+        "macro_recall": macro(recall),
+        "macro_f1": macro(f1),
+        "classes_in_average": int(present.sum()),
+        "per_class": classes,
+        "confusion": cm.tolist(),
+    }
+
+
+def format_class_table(report: dict[str, Any]) -> str:
+    """The per-class table of :func:`classification_report` as aligned text."""
+    lines = [f"{'class':>5} {'steer':>6} {'prec':>6} {'recall':>6} {'f1':>6} {'support':>8}"]
+    for row in report["per_class"]:
+        value = f"{row['value']:+.2f}" if "value" in row else ""
+        lines.append(
+            f"{row['class']:>5} {value:>6} {row['precision']:6.3f} {row['recall']:6.3f} "
+            f"{row['f1']:6.3f} {row['support']:8d}"
+        )
+    lines.append(
+        f"{'macro':>5} {'':>6} {report['macro_precision']:6.3f} {report['macro_recall']:6.3f} "
+        f"{report['macro_f1']:6.3f} {report['n']:8d}   (accuracy {report['accuracy']:.3f}, "
+        f"{report['classes_in_average']} classes averaged)"
+    )
+    return "\n".join(lines)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """Total variation distance (0..1) between two non-negative weight vectors."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if p.sum() <= 0 or q.sum() <= 0:
+        return float("nan")
+    return float(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray, bins: int = 20) -> float:
+    """Total variation distance between the steering histograms of ``a`` and ``b`` on [-1, 1]."""
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    ha, _ = np.histogram(np.clip(a, -1, 1), bins=edges)
+    hb, _ = np.histogram(np.clip(b, -1, 1), bins=edges)
+    return total_variation(ha, hb)

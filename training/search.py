@@ -1,0 +1,335 @@
+"""``python -m training.search``: coarse-to-fine random search of hyperparameters (Optuna).
+
+    python -m training.search --data DATA --out SEARCH_DIR --trials 20 [--epochs 10]
+                              [--storage sqlite:///... | postgresql://...] [--study NAME]
+
+The recipe: sample at random (not on a grid: every trial then tries a new value of the
+parameter that matters most), on log scales for scale-like parameters, then zoom into the
+region of the best trials and sample again, finer.
+
+- **Stage 1 (coarse)**, the first ``--coarse-fraction`` of the trials: Optuna's
+  ``RandomSampler`` over learning rate (log, 1e-4..3e-2), weight decay (log, 1e-6..1e-1),
+  dropout (0..0.6), batch size (powers of two, 32..256, sampled as log2) and width (log,
+  0.5..2).
+- **Stage 2 (fine)**: the same sampler over the box spanned by the best quarter of the
+  completed coarse trials (at least 3), widened by a quarter of its size on each side (in
+  log space for log parameters) and clipped to the coarse bounds.
+
+Each trial is a normal training run (``SEARCH_DIR/trials/NNNN``) judged by its best dev
+metric (early stopping inside; a median pruner stops hopeless trials early). The study lives
+in SQLite under ``SEARCH_DIR`` by default; pass a database URL (e.g. PostgreSQL) with the same
+``--study`` on several machines to share one study: each process runs trials until the study
+holds ``--trials``. Outputs: ``search.png`` (dev metric against every parameter, by stage),
+``trials.csv``, and ``best_config.json`` (``python -m training.train --config
+SEARCH_DIR/best_config.json --data DATA --out RUN`` retrains the winner).
+
+Hyperparameters go stale when the data, the network or the hardware change: search again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COARSE_SPACE", "Param", "fine_space", "main"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # TrainConfig field (batch size is searched as log2_batch)
+    low: float
+    high: float
+    log: bool
+    integer: bool = False
+
+
+COARSE_SPACE: tuple[Param, ...] = (
+    Param("lr", 1e-4, 3e-2, log=True),
+    Param("weight_decay", 1e-6, 1e-1, log=True),
+    Param("dropout", 0.0, 0.6, log=False),
+    Param("log2_batch", 5, 8, log=False, integer=True),
+    Param("width", 0.5, 2.0, log=True),
+)
+
+
+def fine_space(
+    best: Sequence[dict[str, float]], space: Sequence[Param] = COARSE_SPACE, margin: float = 0.25
+) -> tuple[Param, ...]:
+    """The box around the ``best`` trials' parameters, widened by ``margin`` of its size."""
+    out = []
+    for p in space:
+        vals = [float(b[p.name]) for b in best if p.name in b]
+        if not vals:
+            out.append(p)
+            continue
+        f = (lambda v: math.log(v)) if p.log else (lambda v: v)
+        inv = (lambda v: math.exp(v)) if p.log else (lambda v: v)
+        lo, hi = min(map(f, vals)), max(map(f, vals))
+        pad = margin * max(hi - lo, 0.1 * (f(p.high) - f(p.low)))
+        lo = max(f(p.low), lo - pad)
+        hi = min(f(p.high), hi + pad)
+        low, high = inv(lo), inv(hi)
+        if p.integer:
+            low, high = math.floor(low + 1e-9), math.ceil(high - 1e-9)
+        out.append(Param(p.name, low, max(high, low), p.log, p.integer))
+    return tuple(out)
+
+
+def _suggest(trial: Any, space: Sequence[Param]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for p in space:
+        if p.integer:
+            params[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high))
+        else:
+            params[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
+    return params
+
+
+def _to_config_fields(params: dict[str, Any]) -> dict[str, Any]:
+    out = dict(params)
+    if "log2_batch" in out:
+        out["batch_size"] = 2 ** int(out.pop("log2_batch"))
+    return out
+
+
+def plot_trials(path: Path, trials: list[Any], metric: str, best_number: int | None) -> None:
+    """Dev metric against each parameter (log axes where searched on a log scale)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from sim.io_utils import atomic_write_bytes
+
+    done = [t for t in trials if t.value is not None]
+    fig = Figure(figsize=(15, 6), dpi=90)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 3).ravel()
+    colours = {1: "tab:blue", 2: "tab:orange"}
+    for ax, p in zip(axes, COARSE_SPACE, strict=False):
+        for stage in (1, 2):
+            ts = [t for t in done if t.user_attrs.get("stage") == stage and p.name in t.params]
+            ax.scatter([t.params[p.name] for t in ts], [t.value for t in ts], c=colours[stage], s=25,
+                       label="coarse" if stage == 1 else "fine")  # fmt: skip
+        best = [t for t in done if t.number == best_number and p.name in t.params]
+        if best:
+            ax.scatter(
+                [best[0].params[p.name]],
+                [best[0].value],
+                marker="*",
+                s=250,
+                c="tab:red",
+                label="best",
+            )
+        if p.log:
+            ax.set_xscale("log")
+        ax.set_xlabel(p.name if p.name != "log2_batch" else "log2(batch size)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    ax = axes[len(COARSE_SPACE)]
+    ax.scatter([t.number for t in done], [t.value for t in done],
+               c=[colours.get(t.user_attrs.get("stage"), "grey") for t in done], s=25)  # fmt: skip
+    ax.set_xlabel("trial")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"random search, coarse (blue) to fine (orange): {metric}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _write_trials_csv(path: Path, trials: list[Any]) -> None:
+    from sim.io_utils import atomic_write_text
+
+    names = [p.name for p in COARSE_SPACE]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["number", "stage", "state", "value", *names, "best_epoch"])
+    for t in trials:
+        w.writerow([t.number, t.user_attrs.get("stage"), t.state.name, t.value, *[t.params.get(n) for n in names],
+                    t.user_attrs.get("best_epoch")])  # fmt: skip
+    atomic_write_text(path, buf.getvalue())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from training.train import (
+        RunError,
+        TrainingDiverged,
+        _Parser,
+        _setup_logging,
+        build_parser,
+        config_from_args,
+    )
+
+    ap = _Parser(
+        prog="python -m training.search", description="Coarse-to-fine random hyperparameter search."
+    )
+    ap.add_argument("--data", required=True, help="dataset directory")
+    ap.add_argument("--out", required=True, help="search directory")
+    ap.add_argument(
+        "--trials", type=int, default=20, help="trials in the study (total over all processes)"
+    )
+    ap.add_argument(
+        "--storage", default=None, help="Optuna storage URL (default sqlite:///OUT/search.db)"
+    )
+    ap.add_argument("--study", default="trackpilot-search", help="study name")
+    ap.add_argument("--epochs", type=int, default=10, help="max epochs per trial")
+    ap.add_argument(
+        "--coarse-fraction", type=float, default=0.6, help="share of trials in the coarse stage"
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0, help="sampler seed (and training seed of every trial)"
+    )
+    ap.add_argument(
+        "--config", default=None, help="base TrainConfig JSON for everything not searched"
+    )
+    ap.add_argument("--model", default=None, help="architecture (default: the config's)")
+    ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--patience", type=int, default=None)
+    ap.add_argument("--input-size", default=None, help="model input HxW")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    _setup_logging()
+    try:
+        import optuna
+    except ImportError:  # pragma: no cover
+        print("error: optuna is not installed (pip install optuna)", file=sys.stderr)
+        return 2
+    if args.trials < 1 or args.epochs < 1 or not (0 < args.coarse_fraction <= 1):
+        print(
+            "error: --trials and --epochs must be >= 1, --coarse-fraction in (0, 1]",
+            file=sys.stderr,
+        )
+        return 2
+    out = Path(args.out)
+    train_argv = [
+        "--data",
+        args.data,
+        "--out",
+        str(out / "trials" / "base"),
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(args.seed),
+        "--no-tensorboard",
+    ]
+    for flag, value in (("--config", args.config), ("--model", args.model), ("--max-frames", args.max_frames),
+                        ("--device", args.device), ("--patience", args.patience), ("--input-size", args.input_size)):  # fmt: skip
+        if value is not None:
+            train_argv += [flag, str(value)]
+    if args.no_progress:
+        train_argv.append("--no-progress")
+    try:
+        base = config_from_args(build_parser().parse_args(train_argv))
+        from training.train import prepare_data
+
+        data = prepare_data(base)
+    except (RunError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    out.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{(out / 'search.db').resolve()}"
+    direction = "maximize" if base.stop_mode == "max" else "minimize"
+    metric = base.resolved_stop_metric
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=args.study,
+        storage=storage,
+        direction=direction,
+        sampler=optuna.samplers.RandomSampler(seed=args.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+        load_if_exists=True,
+    )
+    n_coarse = max(1, math.ceil(args.trials * args.coarse_fraction))
+    from training.train import run
+
+    while True:
+        trials = study.get_trials(deepcopy=False)
+        if len(trials) >= args.trials:
+            break
+        coarse = [t for t in trials if t.user_attrs.get("stage") == 1]
+        stage = 1 if len(coarse) < n_coarse else 2
+        space = COARSE_SPACE
+        if stage == 2:
+            done = sorted(
+                (t for t in coarse if t.value is not None),
+                key=lambda t: t.value,
+                reverse=direction == "maximize",
+            )
+            top = done[: max(3, len(done) // 4)]
+            space = fine_space([t.params for t in top])
+        trial = study.ask()
+        trial.set_user_attr("stage", stage)
+        params = _to_config_fields(_suggest(trial, space))
+        cfg = replace(
+            base,
+            out=str(out / "trials" / f"{trial.number:04d}"),
+            progress=not args.no_progress,
+            **params,
+        )
+        logger.info("trial %d (stage %d): %s", trial.number, stage, json.dumps(params))
+
+        def report(epoch: int, row: dict[str, Any], trial: Any = trial) -> None:
+            trial.report(row[metric], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        try:
+            summary = run(cfg, data=data, on_epoch_end=report)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            logger.info("trial %d pruned", trial.number)
+            continue
+        except TrainingDiverged as e:
+            logger.warning("trial %d diverged: %s", trial.number, e)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        trial.set_user_attr("best_epoch", summary["best_epoch"])
+        trial.set_user_attr("run_dir", cfg.out)
+        study.tell(trial, summary["best_metric"])
+        logger.info(
+            "trial %d: %s %.5f (best epoch %d)",
+            trial.number,
+            metric,
+            summary["best_metric"],
+            summary["best_epoch"],
+        )
+
+    trials = study.get_trials(deepcopy=False)
+    completed = [t for t in trials if t.value is not None]
+    if not completed:
+        print("error: no trial completed", file=sys.stderr)
+        return 1
+    best = study.best_trial
+    from sim.io_utils import atomic_write_json
+
+    best_cfg = replace(base, out="", **_to_config_fields(best.params))
+    doc = best_cfg.to_dict()
+    atomic_write_json(out / "best_config.json", doc)
+    _write_trials_csv(out / "trials.csv", trials)
+    plot_trials(out / "search.png", trials, metric, best.number)
+    print(
+        f"best trial {best.number} (stage {best.user_attrs.get('stage')}): {metric} {best.value:.5f}"
+    )
+    for k, v in _to_config_fields(best.params).items():
+        print(f"  {k:<13} {v:.6g}" if isinstance(v, float) else f"  {k:<13} {v}")
+    print(
+        f"wrote {out / 'best_config.json'}, {out / 'search.png'}, {out / 'trials.csv'} (study {args.study!r} in {storage})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
