@@ -45,7 +45,7 @@ class RewardWeights:
     """Reward = progress - penalties (all terms reported in ``info["reward_terms"]``)."""
 
     progress: float = 1.0  # per metre driven forward along the centreline
-    lateral: float = 0.1  # per second, times (lateral / half width)^2
+    lateral: float = 1.0  # per second, times (lateral / half width)^2 (0.1 let PPO cut corners)
     steer_change: float = 0.02  # per step, times |steering - previous steering|
     crash: float = 5.0  # once, on leaving the road or flipping
 
