@@ -1,0 +1,465 @@
+"""The leaderboard store: every evaluation result as a row in one SQLite file.
+
+Three result tables, each with flat columns for everything a report filters or ranks on:
+
+- ``closed_loop``: one row per closed-loop run (pilot x track x direction x latency x seed),
+  lap times as JSON text; its trajectory in ``trajectories`` (one row per run, JSON text).
+- ``offline``: one row per pilot and split (MAE/MSE, macro F1, per-class metrics as JSON,
+  batch-1 latency median/p95 on a named device).
+- ``sweep``: one row per latency-sweep point (the same run repeated at increasing latency).
+
+Each call of :meth:`Store.add` is one evaluation: its rows, of all three kinds, go in ONE
+``BEGIN IMMEDIATE`` transaction. With WAL journaling and a busy timeout, two evaluations
+writing at once serialise on the write lock and lose nothing, and an evaluation killed
+mid-insert leaves nothing of its batch (SQLite rolls the open transaction back on the next
+open). ``meta.schema_version`` names the layout; another version is a clear
+:class:`SchemaVersionError`, never a silent misread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CLOSED_LOOP_COLUMNS",
+    "DEFAULT_DB",
+    "DEFAULT_OUT",
+    "OFFLINE_COLUMNS",
+    "SCHEMA_VERSION",
+    "SWEEP_COLUMNS",
+    "SchemaVersionError",
+    "Store",
+    "open_store",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+DEFAULT_OUT = Path("trackpilot_out")
+DEFAULT_DB = DEFAULT_OUT / "leaderboard.sqlite"
+
+# Columns shared by every result kind: who was judged, on what, where, with which code.
+_IDENTITY: list[tuple[str, str]] = [
+    ("pilot", "TEXT NOT NULL"),
+    ("pilot_kind", "TEXT"),  # expert | classical | cnn | sb3
+    ("checkpoint_sha256", "TEXT"),  # None for expert / classical
+    ("dataset_fingerprint", "TEXT"),  # the training data the checkpoint saw
+    ("device", "TEXT"),
+    ("hardware", "TEXT"),  # hardware fingerprint (CPU/GPU model, threads)
+    ("code_version", "TEXT"),
+    ("date", "TEXT"),  # ISO 8601, UTC
+]
+
+CLOSED_LOOP_COLUMNS: list[tuple[str, str]] = [
+    *_IDENTITY,
+    ("track", "TEXT NOT NULL"),
+    ("track_hash", "TEXT"),
+    ("direction", "TEXT"),  # ccw | cw (cw runs drive track.reversed())
+    ("speed", "REAL"),
+    ("laps_target", "INTEGER"),
+    ("seed", "INTEGER"),
+    ("latency_mode", "TEXT"),  # measured | fixed | zero
+    ("latency_ms", "REAL"),  # the latency charged in simulated time
+    ("latency_p95_ms", "REAL"),
+    ("control_period_ms", "REAL"),
+    ("laps_completed", "INTEGER"),
+    ("off_track", "INTEGER"),  # off-track events (crashes)
+    ("interventions", "INTEGER"),
+    ("flips", "INTEGER"),
+    ("autonomy", "REAL"),  # percent, PilotNet's definition
+    ("mean_abs_cte", "REAL"),
+    ("max_abs_cte", "REAL"),
+    ("mean_lap_time", "REAL"),
+    ("lap_times", "TEXT"),  # JSON list of seconds
+    ("mean_speed", "REAL"),
+    ("mean_steering", "REAL"),
+    ("elapsed_s", "REAL"),  # simulated seconds
+    ("completed", "INTEGER"),  # 1 when laps_completed >= laps_target
+    ("extra", "TEXT"),  # JSON: any other field of the result
+]
+
+OFFLINE_COLUMNS: list[tuple[str, str]] = [
+    *_IDENTITY,
+    ("split", "TEXT"),
+    ("output_kind", "TEXT"),  # regression | classes
+    ("n", "INTEGER"),
+    ("mae", "REAL"),
+    ("mse", "REAL"),
+    ("macro_f1", "REAL"),
+    ("accuracy", "REAL"),
+    ("per_class", "TEXT"),  # JSON list: class, value, precision, recall, f1, support
+    ("latency_median_ms", "REAL"),
+    ("latency_p95_ms", "REAL"),
+    ("run_dir", "TEXT"),  # training run directory (learning curves)
+    ("extra", "TEXT"),
+]
+
+SWEEP_COLUMNS: list[tuple[str, str]] = [
+    *_IDENTITY,
+    ("track", "TEXT NOT NULL"),
+    ("track_hash", "TEXT"),
+    ("direction", "TEXT"),
+    ("speed", "REAL"),
+    ("laps_target", "INTEGER"),
+    ("seed", "INTEGER"),
+    ("latency_ms", "REAL"),
+    ("laps_completed", "INTEGER"),
+    ("off_track", "INTEGER"),
+    ("interventions", "INTEGER"),
+    ("autonomy", "REAL"),
+    ("completed", "INTEGER"),
+    ("extra", "TEXT"),
+]
+
+_TABLES = {"closed_loop": CLOSED_LOOP_COLUMNS, "offline": OFFLINE_COLUMNS, "sweep": SWEEP_COLUMNS}
+_JSON_COLUMNS = {"lap_times", "per_class", "extra"}
+
+# Other spellings of a column that result objects may use (first match wins).
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "pilot": ("pilot_name", "name"),
+    "checkpoint_sha256": ("checkpoint_sha", "checkpoint"),
+    "track": ("track_name",),
+    "track_hash": ("track_geometry_hash", "geometry_hash"),
+    "laps_target": ("laps",),
+    "latency_ms": ("latency",),
+    "latency_p95_ms": ("p95_ms", "latency_p95"),
+    "hardware": ("hardware_fingerprint",),
+    "off_track": ("off_track_events", "crashes"),
+    "autonomy": ("autonomy_pct", "autonomy_percent"),
+    "mean_abs_cte": ("mean_cte", "cte_mean"),
+    "max_abs_cte": ("max_cte", "cte_max"),
+    "elapsed_s": ("elapsed", "sim_time"),
+    "latency_median_ms": ("latency_ms", "latency_median"),
+}
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written with another leaderboard schema version."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _as_mapping(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if hasattr(obj, "to_dict"):
+        return dict(obj.to_dict())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"a result must be a mapping, a dataclass or have to_dict(), got {type(obj)}")
+
+
+def _flatten(d: Mapping[str, Any]) -> dict[str, Any]:
+    # Result objects may nest their metrics (``{"metrics": {...}}``); columns are flat.
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping) and k in ("metrics", "result", "pilot_info", "latency_info"):
+            for k2, v2 in v.items():
+                flat.setdefault(k2, v2)
+        else:
+            flat[k] = v
+    return flat
+
+
+def _clean(value: Any) -> Any:
+    """A JSON-safe version of ``value`` (numpy scalars and arrays, non-finite floats -> None)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _sql_value(column: str, value: Any) -> Any:
+    value = _clean(value)
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        return json.dumps(value, allow_nan=False, sort_keys=True)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, allow_nan=False, sort_keys=True)
+    return value
+
+
+def _to_row(obj: Any, columns: Sequence[tuple[str, str]]) -> tuple[dict[str, Any], Any]:
+    """``(column values, trajectory or None)`` for one result object."""
+    d = _flatten(_as_mapping(obj))
+    names = [c for c, _ in columns]
+    trajectory = d.pop("trajectory", None)
+    row: dict[str, Any] = {}
+    used: set[str] = set()
+    for name in names:
+        if name == "extra":
+            continue
+        for key in (name, *_ALIASES.get(name, ())):
+            if key in d and key not in used and (key == name or key not in names):
+                row[name] = d[key]
+                used.add(key)
+                break
+    if "mean_lap_time" in names and row.get("mean_lap_time") is None:
+        laps = [t for t in (row.get("lap_times") or []) if t is not None]
+        row["mean_lap_time"] = sum(laps) / len(laps) if laps else None
+    if "completed" in names and row.get("completed") is None:
+        done, target = row.get("laps_completed"), row.get("laps_target")
+        if done is not None and target is not None:
+            row["completed"] = done >= target
+    if not row.get("date"):
+        row["date"] = _now()
+    extra = {k: v for k, v in d.items() if k not in used and k != "extra"}
+    if isinstance(d.get("extra"), Mapping):
+        extra = {**d["extra"], **extra}
+    if extra:
+        row["extra"] = extra
+    if not row.get("pilot"):
+        raise ValueError(f"result has no pilot name: {sorted(d)}")
+    return {k: _sql_value(k, v) for k, v in row.items()}, trajectory
+
+
+def _decode(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for k in _JSON_COLUMNS:
+        if out.get(k) is not None:
+            out[k] = json.loads(out[k])
+    return out
+
+
+class Store:
+    """The leaderboard database at ``path`` (created with its schema when missing).
+
+    ``Store(path).add(closed_loop=rows, offline=rows, sweep=rows)`` writes one evaluation
+    atomically; the ``*_rows()`` methods read them back as dicts.
+    """
+
+    def __init__(self, path: str | Path = DEFAULT_DB, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; each write is an explicit
+        # BEGIN IMMEDIATE, which takes the write lock up front (a deferred transaction
+        # that upgrades later can fail with SQLITE_BUSY without waiting).
+        self._con = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        self._con.row_factory = sqlite3.Row
+        try:
+            self._con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._retry(lambda: self._con.execute("PRAGMA journal_mode = WAL"), timeout)
+            self._con.execute("PRAGMA synchronous = FULL")
+            self._con.execute("PRAGMA foreign_keys = ON")
+            self._init_schema()
+        except BaseException:
+            self._con.close()
+            raise
+
+    @staticmethod
+    def _retry(fn: Any, timeout: float) -> Any:
+        # Switching to WAL needs a moment of exclusive access; a writer may hold the lock.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    # ------------------------------------------------------------------ schema
+    def _init_schema(self) -> None:
+        with self.transaction() as con:
+            has_meta = con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+            if has_meta:
+                found = con.execute(
+                    "SELECT value FROM meta WHERE key = 'schema_version'"
+                ).fetchone()
+                version = found[0] if found else None
+                if str(version) != str(SCHEMA_VERSION):
+                    raise SchemaVersionError(
+                        f"{self.path}: leaderboard schema version {version}, this trackpilot "
+                        f"reads version {SCHEMA_VERSION}; move the file away (or pass another "
+                        "--db) and re-run the evaluation"
+                    )
+                return
+            others = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            if others:
+                raise SchemaVersionError(
+                    f"{self.path}: an SQLite file without a trackpilot leaderboard schema "
+                    f"(tables: {', '.join(r[0] for r in others)})"
+                )
+            con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            con.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?), ('created', ?)",
+                (str(SCHEMA_VERSION), _now()),
+            )
+            con.execute(
+                "CREATE TABLE evaluations (id INTEGER PRIMARY KEY, date TEXT NOT NULL, "
+                "context TEXT)"
+            )
+            for table, columns in _TABLES.items():
+                cols = ", ".join(f"{name} {sqltype}" for name, sqltype in columns)
+                con.execute(
+                    f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, evaluation_id INTEGER NOT "
+                    f"NULL REFERENCES evaluations(id) ON DELETE CASCADE, {cols})"
+                )
+                con.execute(f"CREATE INDEX {table}_pilot ON {table} (pilot, checkpoint_sha256)")
+            con.execute(
+                "CREATE TABLE trajectories (result_id INTEGER PRIMARY KEY REFERENCES "
+                "closed_loop(id) ON DELETE CASCADE, xy TEXT NOT NULL)"
+            )
+
+    @property
+    def schema_version(self) -> int:
+        return int(
+            self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        )
+
+    # ------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+        self._retry(lambda: self._con.execute("BEGIN IMMEDIATE"), 600.0)
+        try:
+            yield self._con
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    def add(
+        self,
+        closed_loop: Iterable[Any] = (),
+        offline: Iterable[Any] = (),
+        sweep: Iterable[Any] = (),
+        context: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Insert one evaluation's rows in one transaction; returns its evaluation id.
+
+        Closed-loop rows flagged ``sweep`` (``ResultRow.sweep``) go to the sweep table.
+        ``context`` (JSON) records what the evaluation was judged against, e.g. the current
+        ``dataset_fingerprint``, used by the reports to flag stale rows.
+        """
+        with self.transaction() as con:
+            cur = con.execute(
+                "INSERT INTO evaluations (date, context) VALUES (?, ?)",
+                (_now(), json.dumps(_clean(dict(context or {})), sort_keys=True)),
+            )
+            eid = int(cur.lastrowid)
+            # Rows are converted inside the transaction, so a bad row (or a killed process)
+            # part-way through leaves nothing of this evaluation behind.
+            for obj in closed_loop:
+                d = _as_mapping(obj)
+                if d.get("sweep"):  # a latency-sweep point handed over with the runs
+                    self._insert(con, "sweep", eid, _to_row(d, SWEEP_COLUMNS)[0])
+                    continue
+                row, trajectory = _to_row(d, CLOSED_LOOP_COLUMNS)
+                rid = self._insert(con, "closed_loop", eid, row)
+                if trajectory is not None:
+                    con.execute(
+                        "INSERT INTO trajectories (result_id, xy) VALUES (?, ?)",
+                        (rid, json.dumps(_round_xy(trajectory))),
+                    )
+            for obj in offline:
+                self._insert(con, "offline", eid, _to_row(obj, OFFLINE_COLUMNS)[0])
+            for obj in sweep:
+                self._insert(con, "sweep", eid, _to_row(obj, SWEEP_COLUMNS)[0])
+        return eid
+
+    @staticmethod
+    def _insert(con: sqlite3.Connection, table: str, eid: int, row: Mapping[str, Any]) -> int:
+        cols = ["evaluation_id", *row]
+        cur = con.execute(
+            f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+            (eid, *row.values()),
+        )
+        return int(cur.lastrowid)
+
+    # ------------------------------------------------------------------ reading
+    def _rows(self, table: str, where: str = "", args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        sql = f"SELECT * FROM {table} {where} ORDER BY id"
+        return [_decode(r) for r in self._con.execute(sql, tuple(args)).fetchall()]
+
+    def closed_loop_rows(self, with_trajectories: bool = False) -> list[dict[str, Any]]:
+        """Every closed-loop row, oldest first (``trajectory`` added when asked)."""
+        rows = self._rows("closed_loop")
+        if with_trajectories:
+            trajs = dict(self._con.execute("SELECT result_id, xy FROM trajectories").fetchall())
+            for r in rows:
+                xy = trajs.get(r["id"])
+                r["trajectory"] = json.loads(xy) if xy is not None else None
+        return rows
+
+    def offline_rows(self) -> list[dict[str, Any]]:
+        return self._rows("offline")
+
+    def sweep_rows(self) -> list[dict[str, Any]]:
+        return self._rows("sweep")
+
+    def trajectory(self, result_id: int) -> list[list[float]] | None:
+        row = self._con.execute(
+            "SELECT xy FROM trajectories WHERE result_id = ?", (result_id,)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def evaluations(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self._con.execute("SELECT * FROM evaluations ORDER BY id").fetchall():
+            d = dict(r)
+            d["context"] = json.loads(d["context"]) if d["context"] else {}
+            out.append(d)
+        return out
+
+    def latest_context(self, key: str) -> Any:
+        """The value of ``key`` in the most recent evaluation context that has it."""
+        for ev in reversed(self.evaluations()):
+            if ev["context"].get(key) is not None:
+                return ev["context"][key]
+        return None
+
+    def counts(self) -> dict[str, int]:
+        return {
+            t: int(self._con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+            for t in ("evaluations", *_TABLES, "trajectories")
+        }
+
+    def integrity_check(self) -> str:
+        """``"ok"`` when SQLite finds the file sound."""
+        return str(self._con.execute("PRAGMA integrity_check").fetchone()[0])
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _round_xy(trajectory: Any) -> list[list[float]]:
+    # Millimetres are plenty for a map and keep the JSON small.
+    pts = _clean(trajectory) or []
+    return [[round(float(p[0]), 3), round(float(p[1]), 3)] for p in pts]
+
+
+def open_store(path: str | Path = DEFAULT_DB) -> Store:
+    """Open (or create) the leaderboard at ``path``."""
+    return Store(path)

@@ -1,0 +1,124 @@
+"""The HTML leaderboard renders in a real browser: headless Chromium via selenium.
+
+Needs the Debian packages chromium and chromium-driver (``.ci/run`` installs them).
+Without them the test is skipped with the reason -- except under CI (``CI=true``),
+where a missing browser is a failure: CI must really render the page.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from test_report import FP, HERE_HW, synthetic_store
+
+from evaluation import report as rp
+from evaluation.store import Store
+
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
+DRIVER_CANDIDATES = ("chromedriver",)
+
+
+def _find(names: tuple[str, ...], fallback: str) -> str | None:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    return fallback if Path(fallback).is_file() else None
+
+
+def _browser() -> tuple[str, str]:
+    chromium = _find(CHROMIUM_CANDIDATES, "/usr/bin/chromium")
+    driver = _find(DRIVER_CANDIDATES, "/usr/bin/chromedriver")
+    missing = [n for n, p in (("chromium", chromium), ("chromedriver", driver)) if not p]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium (pip install -e '.[dev]')")
+    if missing:
+        reason = (
+            f"headless Chromium not available (missing {', '.join(missing)}); install the "
+            "Debian packages chromium and chromium-driver"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    return chromium, driver  # type: ignore[return-value]
+
+
+@pytest.fixture
+def html_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(rp, "_hardware", lambda device: HERE_HW)
+    ctx = rp.Context(code_version="v1", dataset_fingerprint=FP)
+    with Store(synthetic_store(tmp_path)) as store:
+        report = rp.build_report(store, ctx, notes=["✓ story line"])
+    written = rp.write_reports(report, tmp_path / "report", ["html"])
+    return written["html"][0]
+
+
+def test_html_renders_in_chromium(html_page: Path, tmp_path: Path) -> None:
+    chromium, driver_path = _browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(html_page.resolve().as_uri())
+        assert driver.title == "trackpilot leaderboard"
+        tables = driver.find_elements(By.TAG_NAME, "table")
+        assert len(tables) == 5
+        for table in tables:
+            rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+            assert rows, "a table rendered without rows"
+            assert table.size["height"] > 0 and table.size["width"] > 0
+        board = tables[0].find_elements(By.CSS_SELECTOR, "tbody tr")
+        assert len(board) == 6
+        assert "✗ latency 180 ms > 50 ms" in board[-1].text
+        images = driver.find_elements(By.TAG_NAME, "img")
+        assert len(images) == 6
+        # Every image decoded: complete, with a natural size (a broken one has 0 x 0).
+        sizes = driver.execute_script(
+            "return Array.from(document.images).map("
+            "i => [i.complete, i.naturalWidth, i.naturalHeight, i.getBoundingClientRect().width])"
+        )
+        for complete, nw, nh, shown in sizes:
+            assert complete and nw > 0 and nh > 0 and shown > 0
+        # Nothing was fetched from anywhere but the page itself.
+        urls = driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        assert all(u.startswith("data:") for u in urls), urls
+    finally:
+        driver.quit()
+
+
+def test_missing_browser_skips_or_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setattr(sys.modules[__name__], "_find", lambda names, fallback: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="headless Chromium not available"):
+        _browser()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but headless Chromium"):
+        _browser()

@@ -1,0 +1,146 @@
+"""The whole story on tiny settings: record -> train -> evaluate -> report.
+
+``python -m evaluation.leaderboard --preset tiny`` in-process: one short training track,
+one lap per direction at 32x40, one epoch per model, one closed-loop lap on a held-out
+track; then the caches are checked to be reused. Nothing is concluded from the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from evaluation import leaderboard as lb
+from evaluation.store import Store
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)  # main() sets 1 thread for the latency measurement
+
+
+def test_tiny_pipeline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
+) -> None:
+    out = tmp_path / "out"
+    rc = lb.main(["--preset", "tiny", "--out", str(out), "--workers", "1", "--seed", "0"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "[4/4] reports" in printed and "Closed-loop leaderboard" in printed
+    assert "Story (expected outcome, checked):" in printed
+    assert re.search(r"[✓✗] compact completes its laps", printed)
+
+    tiny = lb.PRESETS["tiny"]
+    pilots = {"expert", "classical", *(m.name for m in tiny.zoo)}
+    with Store(out / "leaderboard.sqlite") as store:
+        rows = store.closed_loop_rows(with_trajectories=True)
+        assert {r["pilot"] for r in rows} == pilots
+        assert len(rows) == len(pilots) * len(tiny.eval_tracks) * 2  # both directions
+        assert {r["track"] for r in rows} == set(tiny.eval_tracks)
+        assert all(r["latency_mode"] == "measured" and r["latency_ms"] > 0 for r in rows)
+        assert all(len(r["trajectory"]) > 10 for r in rows)
+        cnn = [r for r in rows if r["pilot_kind"] == "cnn"]
+        assert all(r["checkpoint_sha256"] and r["dataset_fingerprint"] for r in cnn)
+        offline = {r["pilot"]: r for r in store.offline_rows()}
+        assert set(offline) == pilots
+        assert offline["compact"]["mae"] is not None and offline["compact"]["run_dir"]
+        sweep = store.sweep_rows()
+        assert sorted(r["latency_ms"] for r in sweep) == sorted(tiny.sweep_latencies_ms)
+        fingerprint = store.latest_context("dataset_fingerprint")
+    report = out / "report"
+    for name in ("leaderboard.txt", "leaderboard.md", "leaderboard.csv", "runs.csv", "offline.csv"):
+        assert (report / name).stat().st_size > 0, name
+    page = (report / "leaderboard.html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") >= 3  # 2 trajectory maps, learning curves
+
+    # A second run finds the dataset and the trained zoo and reuses them.
+    data = lb.record_dataset(tiny, out, seed=0)
+    assert data.recorded == 0 and data.fingerprint == fingerprint
+    zoo = lb.train_zoo(tiny, data, out, seed=0, say=lambda s: None)
+    assert all(m.reused for m in zoo.values())
+    best = json.loads((zoo["compact"].run_dir / "best.json").read_text())
+    assert best["dataset"]["fingerprint"] == fingerprint
+
+
+def _row(pilot: str, direction: str, **kw: object):
+    from evaluation.results import ResultRow
+
+    d = dict(
+        pilot=pilot, pilot_kind="cnn", pilot_spec=pilot, checkpoint_sha256="ab" * 32,
+        dataset_fingerprint="cd" * 32, track="triangle", track_hash="x", direction=direction,
+        speed=2.0, laps_target=1, seed=0, latency_mode="measured", latency_ms=1.0,
+        latency_p95_ms=1.2, control_period_ms=50.0, effective_control_hz=20.0, device="cpu",
+        hardware="hw", code_version="v", date="2024-01-01T00:00:00+00:00", laps_completed=1,
+        off_track=0, flips=0, interventions=0, autonomy=100.0, mean_abs_cte=0.05,
+        max_abs_cte=0.2, lap_times=[20.0], mean_lap_time=20.0, mean_speed=2.0,
+        mean_steering=0.12 if direction == "ccw" else -0.12, elapsed_s=20.0, completed=True,
+    )  # fmt: skip
+    d.update(kw)
+    return ResultRow(**d)
+
+
+def test_story_checks_are_honest() -> None:
+    q = lb.QUICK
+    slow = q.role("slow_classifier").name
+    ccw_only = q.role("ccw_only").name
+    names = [m.name for m in q.zoo]
+    rows = [_row(n, d) for n in names for d in ("ccw", "cw") if n not in (slow, ccw_only)]
+    rows += [
+        _row(slow, d, latency_ms=180.0, interventions=4, off_track=4, autonomy=0.0)
+        for d in ("ccw", "cw")
+    ]
+    rows += [
+        _row(ccw_only, "ccw"),
+        _row(ccw_only, "cw", interventions=3, autonomy=10.0, mean_steering=0.0),
+    ]
+    offline = [
+        {"pilot": slow, "macro_f1": 0.90},
+        {"pilot": q.role("classifier").name, "macro_f1": 0.92},
+    ]
+    ev = lb.Evaluation(rows, [], offline, 1, {})
+    checks = lb.story_checks(q, ev)
+    assert [c.held for c in checks] == [True, True, True], [c.line() for c in checks]
+    assert "180 ms (> 50 ms control period) 2/2 runs crash" in checks[1].detail
+    assert "interventions 0 / 3" in checks[2].detail and "steering +0.060" in checks[2].detail
+
+    # A slow classifier within the control period needs the sweep to show a failure.
+    rows = [r for r in rows if r.pilot != slow] + [
+        _row(slow, d, latency_ms=4.0) for d in ("ccw", "cw")
+    ]
+    sweep = [
+        _row(
+            slow,
+            "ccw",
+            latency_mode="fixed",
+            latency_ms=ms,
+            sweep=True,
+            completed=ok,
+            laps_completed=int(ok),
+            interventions=0 if ok else 2,
+        )
+        for ms, ok in ((50.0, True), (150.0, False))
+    ]
+    assert lb.story_checks(q, lb.Evaluation(rows, sweep, offline, 1, {}))[1].held
+    assert (
+        "laps cleanly up to 50 ms and fails from 150 ms"
+        in lb.story_checks(q, lb.Evaluation(rows, sweep, offline, 1, {}))[1].detail
+    )
+    assert not lb.story_checks(q, lb.Evaluation(rows, [], offline, 1, {}))[1].held
+    # Far from the best F1: not held, whatever the latency does.
+    offline[0]["macro_f1"] = 0.5
+    assert not lb.story_checks(q, lb.Evaluation(rows, sweep, offline, 1, {}))[1].held
+    # Compact with an intervention clockwise: not held.
+    rows = [
+        r
+        if not (r.pilot == "compact" and r.direction == "cw")
+        else _row("compact", "cw", interventions=1)
+        for r in rows
+    ]
+    assert not lb.story_checks(q, lb.Evaluation(rows, sweep, offline, 1, {}))[0].held

@@ -1,0 +1,207 @@
+"""Leaderboard ranking, constraint and staleness marks, and the report renderings."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from evaluation import report as rp
+from evaluation.store import Store
+
+HERE_HW = "here-hw"
+FP = "f" * 64
+
+
+def _run(pilot: str, track: str, direction: str, **kw: object) -> dict:
+    from tracks import load_track
+
+    t = load_track(track)
+    t = t.reversed() if direction == "cw" else t
+    xy = t.resample(0.5).xy
+    row = {
+        "pilot": pilot,
+        "pilot_kind": "cnn",
+        "checkpoint_sha256": (pilot.encode().hex() * 8)[:64],
+        "dataset_fingerprint": FP,
+        "track": track,
+        "track_hash": t.geometry_hash,
+        "direction": direction,
+        "speed": 2.0,
+        "laps_target": 2,
+        "seed": 0,
+        "latency_mode": "measured",
+        "latency_ms": 2.0,
+        "latency_p95_ms": 3.0,
+        "control_period_ms": 50.0,
+        "device": "cpu (test cpu, 2 cores)",
+        "hardware": HERE_HW,
+        "code_version": "v1",
+        "laps_completed": 2,
+        "off_track": 0,
+        "flips": 0,
+        "interventions": 0,
+        "autonomy": 100.0,
+        "mean_abs_cte": 0.05,
+        "max_abs_cte": 0.2,
+        "lap_times": [12.0, 11.5],
+        "mean_speed": 1.9,
+        "mean_steering": 0.0,
+        "elapsed_s": 23.5,
+        "completed": True,
+        "trajectory": (xy + 0.05).tolist(),
+    }
+    row.update(kw)
+    return row
+
+
+def synthetic_store(tmp_path: Path) -> Path:
+    """A leaderboard with every kind of row: good, slow, flipped and stale pilots,
+    classifier and regressor offline rows with a run directory, and a sweep."""
+    runs = []
+    for track in ("triangle", "chicane"):
+        for d in ("ccw", "cw"):
+            runs.append(_run("compact", track, d))
+            runs.append(_run("expert", track, d, pilot_kind="expert", checkpoint_sha256=None, dataset_fingerprint=None, mean_abs_cte=0.02))  # fmt: skip
+            runs.append(_run("slow_cls", track, d, latency_ms=180.0, laps_completed=1, off_track=3, interventions=3, autonomy=40.0))  # fmt: skip
+            runs.append(_run("flipper", track, d, flips=1, interventions=1, autonomy=75.0))
+            runs.append(_run("old_data", track, d, dataset_fingerprint="0" * 64, mean_abs_cte=0.03))
+            runs.append(_run("other_hw", track, d, hardware="elsewhere", code_version="v0"))
+    run_dir = tmp_path / "runs" / "compact_cls"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.csv").write_text(
+        "epoch,train_loss,train_mae,dev_loss,dev_mae,dev_macro_f1\n"
+        "1,0.5,0.20,0.6,0.22,0.40\n2,0.3,0.10,0.4,0.12,0.60\n3,0.2,0.05,0.35,0.09,0.70\n"
+    )
+    per_class = [
+        {"class": k, "value": v, "precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10, "predicted": 9}
+        for k, v in enumerate((-0.5, 0.0, 0.5))
+    ]  # fmt: skip
+    offline = [
+        {"pilot": "compact", "pilot_kind": "cnn", "split": "test", "output_kind": "regression", "n": 100, "mae": 0.05, "mse": 0.004, "latency_median_ms": 2.0, "latency_p95_ms": 3.0, "device": "cpu", "hardware": HERE_HW, "code_version": "v1"},
+        {"pilot": "compact_cls", "pilot_kind": "cnn", "split": "test", "output_kind": "classes", "n": 100, "mae": 0.07, "mse": 0.01, "macro_f1": 0.85, "accuracy": 0.8, "per_class": per_class, "latency_median_ms": 2.5, "run_dir": str(run_dir), "device": "cpu", "hardware": HERE_HW, "code_version": "v1"},
+        {"pilot": "slow_cls", "pilot_kind": "cnn", "split": "test", "output_kind": "classes", "n": 100, "mae": 0.04, "macro_f1": 0.9, "per_class": per_class, "latency_median_ms": 180.0, "device": "cpu", "hardware": HERE_HW, "code_version": "v1"},
+    ]  # fmt: skip
+    sweep = [
+        _run("compact", "triangle", "ccw", latency_mode="fixed", latency_ms=ms, completed=ok, laps_completed=2 if ok else 1, interventions=0 if ok else 2, sweep=True)
+        for ms, ok in ((0.0, True), (100.0, True), (200.0, False), (300.0, False))
+    ]  # fmt: skip
+    db = tmp_path / "lb.sqlite"
+    with Store(db) as store:
+        store.add(closed_loop=runs + sweep, offline=offline, context={"dataset_fingerprint": FP})
+    return db
+
+
+@pytest.fixture
+def ctx(monkeypatch: pytest.MonkeyPatch) -> rp.Context:
+    monkeypatch.setattr(rp, "_hardware", lambda device: HERE_HW)
+    return rp.Context(code_version="v1", dataset_fingerprint=FP)
+
+
+@pytest.fixture
+def report(tmp_path: Path, ctx: rp.Context) -> rp.Report:
+    with Store(synthetic_store(tmp_path)) as store:
+        return rp.build_report(store, ctx, notes=["✓ a story line"])
+
+
+def test_run_score_arithmetic() -> None:
+    assert rp.run_score({"autonomy": 100.0, "laps_completed": 3, "laps_target": 3}) == 1.0
+    assert rp.run_score({"autonomy": 50.0, "laps_completed": 1, "laps_target": 2}) == 0.25
+    assert rp.run_score({"autonomy": -20.0, "laps_completed": 2, "laps_target": 2}) == 0.0
+    assert rp.run_score({"autonomy": 100.0, "laps_completed": 5, "laps_target": 2}) == 1.0
+    assert rp.run_score({"autonomy": None, "laps_completed": 2, "laps_target": 2}) == 0.0
+
+
+def test_ranking_constraints_and_staleness(report: rp.Report) -> None:
+    by = {e.pilot: e for e in report.entries}
+    assert by["slow_cls"].violations == ["latency 180 ms > 50 ms"]
+    assert by["slow_cls"].marks == "✗ latency 180 ms > 50 ms"
+    assert by["flipper"].violations == ["flipped 4×"]
+    assert by["compact"].feasible and by["compact"].score == 100.0
+    assert by["slow_cls"].score == pytest.approx(20.0)  # 0.4 autonomy x 1/2 laps
+    assert by["old_data"].stale == ["dataset"]
+    assert by["other_hw"].stale == ["code", "hardware"]
+    assert by["expert"].stale == [] and by["compact"].stale == []
+    order = [e.pilot for e in report.entries]
+    # Feasible entries first, by score, ties on |CTE|; constraint breakers after, not hidden.
+    assert order == ["expert", "old_data", "compact", "other_hw", "flipper", "slow_cls"]
+    assert [e.rank for e in report.entries] == [1, 2, 3, 4, 5, 6]
+    assert all(len(e.runs) == 4 for e in report.entries)
+
+
+def test_newest_row_replaces_older_run(tmp_path: Path, ctx: rp.Context) -> None:
+    db = tmp_path / "lb.sqlite"
+    with Store(db) as store:
+        store.add(closed_loop=[_run("a", "triangle", "ccw", autonomy=10.0)])
+        store.add(closed_loop=[_run("a", "triangle", "ccw", autonomy=90.0)])
+        entries = rp.rank_entries(store.closed_loop_rows(), ctx)
+    assert len(entries) == 1 and len(entries[0].runs) == 1
+    assert entries[0].score == pytest.approx(90.0)
+
+
+def test_fixed_latency_entry_is_judged_on_its_measured_latency(ctx: rp.Context) -> None:
+    rows = [_run("p", "triangle", "ccw", latency_mode="fixed", latency_ms=70.0)]
+    rows[0]["id"] = 1
+    offline = [
+        {
+            "pilot": "p",
+            "checkpoint_sha256": rows[0]["checkpoint_sha256"],
+            "latency_median_ms": 120.0,
+        }
+    ]
+    (entry,) = rp.rank_entries(rows, ctx, offline)
+    assert entry.label == "p @70ms"
+    assert entry.violations == ["latency 120 ms > 50 ms"]
+    (entry,) = rp.rank_entries(rows, ctx)
+    assert entry.violations == ["latency not measured"]
+
+
+def test_sweep_summary(report: rp.Report) -> None:
+    (s,) = report.sweeps
+    assert s["pilot"] == "compact"
+    assert s["max_ok_ms"] == 100.0 and s["first_fail_ms"] == 200.0
+    assert [p["completed_fraction"] for p in s["points"]] == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_terminal_markdown_and_csv(report: rp.Report, tmp_path: Path) -> None:
+    text = rp.render_terminal(report)
+    assert "Closed-loop leaderboard" in text and "✗ latency 180 ms > 50 ms" in text
+    assert "stale: dataset" in text and "✓ a story line" in text
+    md = rp.render_markdown(report)
+    assert "| 1 | expert |" in md and "Per-class precision / recall / F1" in md
+    assert "90/80/85" in md  # precision/recall/F1 of a class, in %
+    paths = rp.write_csv(report, tmp_path / "csv")
+    assert {p.name for p in paths} == {"leaderboard.csv", "runs.csv", "offline.csv", "sweep.csv"}
+    with open(tmp_path / "csv" / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["pilot"] for r in rows][0] == "expert"
+    assert rows[-1]["violations"] == "latency 180 ms > 50 ms" and rows[-1]["feasible"] == "0"
+    with open(tmp_path / "csv" / "runs.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 24
+
+
+def test_html_is_self_contained(report: rp.Report) -> None:
+    page = rp.render_html(report)
+    imgs = re.findall(r"<img [^>]*>", page)
+    # 2 tracks x 2 directions of trajectories, learning curves, latency sweep.
+    assert len(imgs) == 6
+    assert all('src="data:image/png;base64,' in i for i in imgs)
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert page.count("<table") == 5  # board, offline, per class, sweep, runs
+    assert 'class="infeasible"' in page and "stale: code, hardware" in page
+
+
+def test_cli(tmp_path: Path, ctx: rp.Context, capsys: pytest.CaptureFixture[str]) -> None:
+    db = synthetic_store(tmp_path)
+    out = tmp_path / "rep"
+    assert rp.main(["--db", str(db), "--out", str(out), "--format", "terminal,md,csv"]) == 0
+    printed = capsys.readouterr().out
+    assert "Closed-loop leaderboard" in printed and f"wrote {out / 'leaderboard.md'}" in printed
+    assert (out / "leaderboard.txt").is_file() and not (out / "leaderboard.html").exists()
+    assert rp.main(["--db", str(db), "--out", str(out), "--format", "pdf"]) == 2
+    assert "unknown report format" in capsys.readouterr().err
+    assert rp.main(["--db", str(tmp_path / "none.sqlite"), "--out", str(out)]) == 2
+    assert "no leaderboard database" in capsys.readouterr().err
