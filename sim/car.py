@@ -112,6 +112,7 @@ class RaceCar:
         for j in range(self.num_joints):
             c.resetJointState(self.body, j, 0.0, 0.0)
         self.steer = 0.0
+        self.read()
 
     # -- actuation -------------------------------------------------------------------
     def command(self, steer: float, wheel_speed: float, dt: float) -> None:
@@ -153,18 +154,23 @@ class RaceCar:
         )
 
     # -- state ------------------------------------------------------------------------
+    # Read once per control step (``read()``); ``state()`` and ``pose_matrix()``
+    # derive from that reading, so a step costs three PyBullet queries, not six.
+    def read(self) -> None:
+        cid = self.client._client
+        pos, orn = p.getBasePositionAndOrientation(self.body, physicsClientId=cid)
+        self._lin, self._ang = p.getBaseVelocity(self.body, physicsClientId=cid)
+        self._pos = pos
+        self._m = p.getMatrixFromQuaternion(orn)
+
     def state(self) -> tuple[float, float, float, float, float, float]:
-        """(x, y, yaw, forward speed m/s, yaw rate rad/s, up_z)."""
-        c = self.client
-        pos, orn = c.getBasePositionAndOrientation(self.body)
-        lin, ang = c.getBaseVelocity(self.body)
-        m = c.getMatrixFromQuaternion(orn)
+        """(x, y, yaw, forward speed m/s, yaw rate rad/s, up_z) as of the last ``read()``."""
+        m, lin = self._m, self._lin
         fx, fy = m[0], m[3]  # body x axis in world
-        up_z = m[8]
         yaw = math.atan2(fy, fx)
         speed = lin[0] * fx + lin[1] * fy
-        return pos[0], pos[1], yaw, speed, ang[2], up_z
+        return self._pos[0], self._pos[1], yaw, speed, self._ang[2], m[8]
 
     def pose_matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        pos, orn = self.client.getBasePositionAndOrientation(self.body)
-        return np.asarray(pos), np.asarray(self.client.getMatrixFromQuaternion(orn)).reshape(3, 3)
+        """World position and 3x3 rotation of the base, as of the last ``read()``."""
+        return np.asarray(self._pos), np.asarray(self._m).reshape(3, 3)

@@ -68,6 +68,11 @@ def _reversed_track(track: Track) -> Track:
     return _REVERSED[key]
 
 
+@functools.lru_cache(maxsize=64)
+def _rgb8(rgba: tuple) -> np.ndarray:
+    return (np.asarray(rgba[:3]) * 255 + 0.5).astype(np.uint8)
+
+
 class _DirectClient(bullet_client.BulletClient):
     """A headless BulletClient. The stock one passes ``options=""`` to
     ``pybullet.connect``, which makes PyBullet print ``argv[0]=`` on stdout
@@ -262,7 +267,12 @@ class TrackEnv(gym.Env):
         c = self._client
         c.resetSimulation()
         c.setGravity(0, 0, -9.81)
-        c.setPhysicsEngineParameter(fixedTimeStep=1.0 / self.physics_hz, numSubSteps=0)
+        # 10 solver iterations instead of PyBullet's 50: a third faster, and a
+        # car on flat ground with four wheel contacts needs no more (trajectories
+        # differ from 50 iterations by millimetres per metre driven).
+        c.setPhysicsEngineParameter(
+            fixedTimeStep=1.0 / self.physics_hz, numSubSteps=0, numSolverIterations=10
+        )
         self._world = World(c)
         self._world.build_ground()
         self._car = RaceCar(c, self.car_params)
@@ -298,6 +308,7 @@ class TrackEnv(gym.Env):
         self.direction = direction
         self.base_track = base
         self.track = track
+        self._track_hash = track.geometry_hash
 
         # A full rebuild every reset: nothing leaks from the previous episode
         # (contact caches, joint states, solver warm starts).
@@ -326,6 +337,7 @@ class TrackEnv(gym.Env):
         self._car.command(0.0, 0.0, self.dt)
         for _ in range(self.substeps):
             self._client.stepSimulation()
+        self._car.read()
 
         self._reset_state()
         cx, cy, cyaw, speed, _, _ = self._car_state()
@@ -370,20 +382,22 @@ class TrackEnv(gym.Env):
             raise ValueError(
                 f"switch_substep must be in [0, {self.substeps}], got {switch_substep}"
             )
-        held = self._check_action(held_action)
         steer, wheel_speed = self._check_action(new_action)
+        held = self._check_action(held_action) if switch_substep > 0 else None
 
         # apply action -> simulate
         sub_dt = 1.0 / self.physics_hz
-        if switch_substep > 0:
+        cid = self._client._client
+        if held is not None:
             self._car.command(held[0], held[1], sub_dt * switch_substep)
             for _ in range(switch_substep):
-                self._client.stepSimulation()
+                p.stepSimulation(physicsClientId=cid)
         rest = self.substeps - switch_substep
         if rest > 0:
             self._car.command(steer, wheel_speed, sub_dt * rest)
             for _ in range(rest):
-                self._client.stepSimulation()
+                p.stepSimulation(physicsClientId=cid)
+        self._car.read()
         self.t += self.dt
         self.steps += 1
 
@@ -490,13 +504,9 @@ class TrackEnv(gym.Env):
         if empty.any():
             colors = self._world.colors
             ground = ground_mask(v)
-            img[empty & ground] = self._rgb(colors.ground)
-            img[empty & ~ground] = self._rgb(colors.sky)
+            img[empty & ground] = _rgb8(colors.ground)
+            img[empty & ~ground] = _rgb8(colors.sky)
         return img
-
-    @staticmethod
-    def _rgb(rgba) -> np.ndarray:
-        return (np.asarray(rgba[:3]) * 255 + 0.5).astype(np.uint8)
 
     def _observe(self):
         if self.obs_mode == "state":
@@ -512,7 +522,7 @@ class TrackEnv(gym.Env):
         pr = self._proj
         return {
             "track": self.track.name,
-            "track_hash": self.track.geometry_hash,
+            "track_hash": self._track_hash,
             "direction": self.direction,
             "t": self.t,
             "lap": self.laps,

@@ -9,6 +9,7 @@ segments on straights) and the markings are thin separate meshes.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -190,20 +191,33 @@ class View:
     height: int
 
 
+def _cross(a, b) -> np.ndarray:
+    # 3-vector cross product without np.cross's generality (it is on the hot path)
+    return np.array(
+        [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+    )
+
+
 def make_view(
     client, eye, look, up_hint, vfov_deg: float, width: int, height: int, near: float, far: float
 ) -> View:
     eye = np.asarray(eye, dtype=float)
     f = np.asarray(look, dtype=float)
-    f = f / np.linalg.norm(f)
-    r = np.cross(f, np.asarray(up_hint, dtype=float))
-    r = r / np.linalg.norm(r)
-    u = np.cross(r, f)
+    f = f / math.sqrt(f @ f)
+    r = _cross(f, np.asarray(up_hint, dtype=float))
+    r = r / math.sqrt(r @ r)
+    u = _cross(r, f)
     view = client.computeViewMatrix(eye.tolist(), (eye + f).tolist(), u.tolist())
-    proj = client.computeProjectionMatrixFOV(
-        fov=vfov_deg, aspect=width / height, nearVal=near, farVal=far
-    )
+    proj = _projection(float(vfov_deg), width / height, float(near), float(far))
     return View(view, proj, f, r, u, vfov_deg, width, height)
+
+
+@functools.lru_cache(maxsize=32)
+def _projection(vfov_deg: float, aspect: float, near: float, far: float) -> tuple:
+    # Depends only on its arguments (no physics client state), so it is cached.
+    return tuple(
+        p.computeProjectionMatrixFOV(fov=vfov_deg, aspect=aspect, nearVal=near, farVal=far)
+    )
 
 
 def ground_mask(v: View) -> np.ndarray:
