@@ -492,6 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory ({DEFAULT_OUT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for inference and its latency measurement (default 1: the runs "
+        "share the cores, and the figure should not depend on how busy the machine is)",
+    )
     return p
 
 
@@ -502,6 +509,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads < 1:
+        print("error: --threads must be >= 1", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.set_num_threads(args.threads)
     try:
         cfg = EvalConfig(
             pilots=tuple(args.pilots),

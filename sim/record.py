@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import os
 import sys
 import time
@@ -29,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from agents.expert import ExpertConfig
+
+logger = logging.getLogger(__name__)
 
 FRAME_KEYS = (
     "image",
@@ -78,7 +81,9 @@ class RecordConfig:
     episodes: int = 1  # episodes per (track, direction)
     image_size: tuple[int, int] = (120, 160)
     expert: ExpertConfig = field(default_factory=ExpertConfig)
-    start: str = "line"  # "line" or "random" (arc length drawn from the seed)
+    # "random": each episode starts at an arc length drawn from its seed, so repeated
+    # episodes of one track and direction differ; "line": all start on the start line
+    start: str = "random"
     domain_randomization: bool = False
     seed: int = 0
     max_seconds: float = 600.0  # simulated-time cap per episode
@@ -232,6 +237,14 @@ def record(cfg: RecordConfig, out: str | Path, workers: int = 1, progress: bool 
     from sim.dataset import DatasetWriter
 
     out = str(out)
+    e = cfg.expert
+    if cfg.episodes > 1 and cfg.start == "line" and not (e.steer_noise or e.drift_prob):
+        logger.warning(
+            "%d episodes per track and direction from the start line without noise are "
+            "identical copies: dev and test would repeat the training frames "
+            "(use --start random, --noise or --drift)",
+            cfg.episodes,
+        )
     writer = DatasetWriter(out, dataset_info_cached(cfg))
     jobs = [j for j in cfg.jobs() if not writer.has_episode(j["key"])]
     skipped = len(cfg.jobs()) - len(jobs)
@@ -296,7 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--drift", type=float, default=0.0, help="per-step chance of a drift-and-recover phase"
     )
-    ap.add_argument("--start", choices=("line", "random"), default="line")
+    ap.add_argument(
+        "--start",
+        choices=("line", "random"),
+        default="random",
+        help="where episodes start: a random arc length per episode (default) or the start line",
+    )
     ap.add_argument("--domain-randomization", action="store_true")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0)
