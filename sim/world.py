@@ -85,6 +85,64 @@ def _quads_mesh(quads: np.ndarray, z: float) -> tuple[list[list[float]], list[in
     return verts.tolist(), idx.tolist()
 
 
+# Which colour of ``Colors`` each road mesh takes.
+_COLOR_OF = {
+    "road": "road",
+    "edge_left": "edge",
+    "edge_right": "edge",
+    "centre": "centre",
+    "start": "start",
+}
+
+_MESHES: dict[tuple, dict[str, tuple[list, list]]] = {}
+
+
+def road_meshes(track: Track, style: RoadStyle) -> dict[str, tuple[list, list]]:
+    """Vertex and index lists of the road meshes of ``track``, cached per geometry.
+
+    Cached, and handed to PyBullet as the very same list objects every time:
+    ``createVisualShape(vertices=..., indices=...)`` keeps a reference to the
+    lists it is given and never releases it (PyBullet 3.2.7), so fresh lists on
+    every world build would grow memory by ~0.2 MB per env or reset.
+    """
+    key = (track.geometry_hash, style)
+    if key in _MESHES:
+        return _MESHES[key]
+    st = style
+    s = np.asarray(track.adaptive_samples(max_angle_deg=6.0, max_spacing=1.0), dtype=float)
+    s = np.append(s, track.length)  # close the loop
+    pts = track.point(s)
+    nrm = track.normal(s)
+    wl, wr = track.half_widths(s)
+    wl = np.asarray(wl)[:, None]
+    wr = np.asarray(wr)[:, None]
+    left_edge = pts + nrm * wl
+    right_edge = pts - nrm * wr
+    ew = st.edge_line_width
+    meshes = {
+        "road": _strip_mesh(left_edge, right_edge, 0.001),
+        "edge_left": _strip_mesh(left_edge, pts + nrm * (wl - ew), 0.0015),
+        "edge_right": _strip_mesh(pts - nrm * (wr - ew), right_edge, 0.0015),
+    }
+    # Dashed centre line: one quad per dash, sampled at its own ends.
+    period = st.dash_length + st.dash_gap
+    starts = np.arange(st.dash_gap / 2, track.length - st.dash_length, period)
+    ends = starts + st.dash_length
+    hw = st.centre_line_width / 2
+    p0, n0 = track.point(starts), track.normal(starts) * hw
+    p1, n1 = track.point(ends), track.normal(ends) * hw
+    meshes["centre"] = _quads_mesh(np.stack([p0 + n0, p0 - n0, p1 + n1, p1 - n1], axis=1), 0.0015)
+    # Start/finish line across the road at s = 0.
+    ss = np.array([0.0, st.start_line_width])
+    pp, nn = track.point(ss), track.normal(ss)
+    l0, r0 = track.half_widths(0.0)
+    q = np.array([pp[0] + nn[0] * l0, pp[0] - nn[0] * r0, pp[1] + nn[1] * l0, pp[1] - nn[1] * r0])
+    meshes["start"] = _quads_mesh([q], 0.002)
+    meshes = {k: v for k, v in meshes.items() if v[1]}
+    _MESHES[key] = meshes
+    return meshes
+
+
 class World:
     """Ground, road and markings for one track in one BulletClient."""
 
@@ -108,54 +166,11 @@ class World:
     def build_track(self, track: Track) -> None:
         """Mesh ``track`` into road, edge lines, dashed centre line and start line."""
         c = self.client
-        st = self.style
         self.track = track
-        s = np.asarray(track.adaptive_samples(max_angle_deg=6.0, max_spacing=1.0), dtype=float)
-        s = np.append(s, track.length)  # close the loop
-        pts = track.point(s)
-        nrm = track.normal(s)
-        wl, wr = track.half_widths(s)
-        wl = np.asarray(wl)[:, None]
-        wr = np.asarray(wr)[:, None]
-        left_edge = pts + nrm * wl
-        right_edge = pts - nrm * wr
-
-        def add(name: str, mesh: tuple[list, list], rgba) -> None:
-            verts, idx = mesh
-            if not idx:
-                return
+        for name, (verts, idx) in road_meshes(track, self.style).items():
+            rgba = getattr(self._colors, _COLOR_OF[name])
             vis = c.createVisualShape(p.GEOM_MESH, vertices=verts, indices=idx, rgbaColor=rgba)
             self.bodies[name] = c.createMultiBody(0, -1, vis, [0, 0, 0])
-
-        add("road", _strip_mesh(left_edge, right_edge, 0.001), self._colors.road)
-        ew = st.edge_line_width
-        add(
-            "edge_left",
-            _strip_mesh(left_edge, pts + nrm * (wl - ew), 0.0015),
-            self._colors.edge,
-        )
-        add(
-            "edge_right",
-            _strip_mesh(pts - nrm * (wr - ew), right_edge, 0.0015),
-            self._colors.edge,
-        )
-        # Dashed centre line: one quad per dash, sampled at its own ends.
-        period = st.dash_length + st.dash_gap
-        starts = np.arange(st.dash_gap / 2, track.length - st.dash_length, period)
-        ends = starts + st.dash_length
-        hw = st.centre_line_width / 2
-        p0, n0 = track.point(starts), track.normal(starts) * hw
-        p1, n1 = track.point(ends), track.normal(ends) * hw
-        quads = np.stack([p0 + n0, p0 - n0, p1 + n1, p1 - n1], axis=1)  # (K, 4, 2)
-        add("centre", _quads_mesh(quads, 0.0015), self._colors.centre)
-        # Start/finish line across the road at s = 0.
-        ss = np.array([0.0, st.start_line_width])
-        pp, nn = track.point(ss), track.normal(ss)
-        l0, r0 = track.half_widths(0.0)
-        q = np.array(
-            [pp[0] + nn[0] * l0, pp[0] - nn[0] * r0, pp[1] + nn[1] * l0, pp[1] - nn[1] * r0]
-        )
-        add("start", _quads_mesh([q], 0.002), self._colors.start)
 
     @property
     def colors(self) -> Colors:

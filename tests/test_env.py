@@ -90,6 +90,8 @@ def test_same_seed_same_trajectory_exactly():
     assert np.array_equal(a, b) and np.array_equal(a, c)
     d = _rollout(env, 4, 200, opts)
     assert not np.array_equal(a[: len(d)], d[: len(a)])
+    _rollout(env, 3, 20, {**opts, "track": "kidney"})  # another world in between
+    assert np.array_equal(_rollout(env, 3, 200, opts), a)
     env.close()
 
 
