@@ -147,7 +147,9 @@ def _quick() -> Preset:
         image_size=(60, 80),
         cruise_speed=2.0,
         zoo=(
-            ModelSpec("compact", "compact", "compact", epochs=10, max_frames=4000),
+            # Up to 30 epochs, stopped early on the dev set: 10 left the compact
+            # models underfitting on some seeds (train MAE still falling).
+            ModelSpec("compact", "compact", "compact", epochs=30, max_frames=4000),
             ModelSpec(
                 "pilotnet",
                 "pilotnet",
@@ -157,7 +159,7 @@ def _quick() -> Preset:
                 depth=1,
                 max_frames=4000,
             ),
-            ModelSpec("compact_cls", "classifier", "compact_cls", epochs=10, max_frames=4000),
+            ModelSpec("compact_cls", "classifier", "compact_cls", epochs=30, max_frames=4000),
             # ResNet-style at 1.6x the camera resolution, sized to train in the CPU budget:
             # the slowest of the zoo, yet within the control period on this CPU, so the
             # sweep shows where it would crash (--preset full: ResNet-18 at 240x320).
@@ -177,7 +179,7 @@ def _quick() -> Preset:
                 "compact_ccw_noflip",
                 "ccw_only",
                 "compact",
-                epochs=10,
+                epochs=30,
                 flip=False,
                 directions=("ccw",),
                 max_frames=4000,
@@ -853,21 +855,25 @@ def _left_bias_check(ccw: ModelSpec, ref: ModelSpec | None, rows: Sequence[Any])
     c_ccw = sum(r.mean_abs_cte for r in a) / len(a)
     c_cw = sum(r.mean_abs_cte for r in b) / len(b)
     offset = _bias(a + b, lateral_offset)
+    steer_bias = _bias(a + b, lambda r: r.mean_steering)
     worse = s_cw < s_ccw or i_cw > i_ccw or c_cw > 1.2 * c_ccw
+    # A left bias is the car holding a line left of centre (or steering left on
+    # balance) in both directions, not merely a worse clockwise score.
+    left = (offset is not None and offset >= 0.01) or (steer_bias or 0.0) >= 0.02
     detail = (
         f"score ccw {s_ccw:.1f} / cw {s_cw:.1f}, interventions {i_ccw} / {i_cw}, "
         f"mean |CTE| {c_ccw:.3f} / {c_cw:.3f} m"
     )
     if offset is not None:
         detail += f"; left bias of its line {100 * offset:+.1f} cm"
-    detail += f", of its steering {_bias(a + b, lambda r: r.mean_steering):+.3f}"
+    detail += f", of its steering {steer_bias:+.3f}" if steer_bias is not None else ""
     if ref:
         rr = _runs(rows, ref.name)
         ro = _bias(rr, lateral_offset)
         if ro is not None:
             detail += f" (flip-augmented {ref.name}: line {100 * ro:+.1f} cm"
             detail += f", steering {_bias(rr, lambda r: r.mean_steering):+.3f})"
-    return Check(name, worse, detail)
+    return Check(name, bool(worse and left), detail)
 
 
 def write_leaderboard(

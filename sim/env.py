@@ -68,6 +68,15 @@ def _reversed_track(track: Track) -> Track:
     return _REVERSED[key]
 
 
+# The sun straight overhead: shading then does not depend on the car's heading,
+# so a camera frame mirrored left-right is what the mirrored road looks like and
+# flip augmentation is exact. A slanted light (as domain randomisation draws)
+# shades the road differently driving one way and the other, and flipped frames
+# become out of distribution (measured: a compact CNN with flip augmentation
+# fitted the data 3x worse under light from (1, 1, 2)).
+_OVERHEAD_LIGHT = (0.0, 0.0, 1.0)
+
+
 @functools.lru_cache(maxsize=64)
 def _rgb8(rgba: tuple) -> np.ndarray:
     return (np.asarray(rgba[:3]) * 255 + 0.5).astype(np.uint8)
@@ -235,7 +244,7 @@ class TrackEnv(gym.Env):
         self.base_track: Track | None = None
         self.track: Track | None = None
         self.direction = "ccw"
-        self._light = [1.0, 1.0, 2.0]
+        self._light = list(_OVERHEAD_LIGHT)
         self._window = None
         self._reset_state()
 
@@ -331,7 +340,7 @@ class TrackEnv(gym.Env):
             self._randomize()
         else:
             self.camera = self._camera_base
-            self._light = [1.0, 1.0, 2.0]
+            self._light = list(_OVERHEAD_LIGHT)
 
         s0 = float(self.np_random.uniform(0, track.length)) if start == "random" else 0.0
         wl, wr = track.half_widths(s0)
