@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from training.config import parse_size
+
 __all__ = ["RL_CONFIG_VERSION", "RLConfig", "parse_size"]
 
 RL_CONFIG_VERSION = 1
@@ -26,14 +28,6 @@ ENV_OBS_MODE = {"state": "state", "image": "image", "both": "image+state"}
 DEVICES = ("auto", "cpu", "cuda")
 DIRECTIONS = ("ccw", "cw")
 ACTIVATIONS = ("tanh", "relu")
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"64x64"`` -> ``(64, 64)``."""
-    parts = str(text).lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"size must be HxW, e.g. 64x64, got {text!r}")
-    return int(parts[0]), int(parts[1])
 
 
 @dataclass(frozen=True)
