@@ -137,11 +137,12 @@ def _quick() -> Preset:
     _, heldout = _train_and_heldout()
     return Preset(
         name="quick",
-        # A subset of the training tracks that, like most circuits, turn mostly left when
-        # driven counter-clockwise (the recipe's setting for the left bias); three one-lap
+        # A subset of the training tracks that turn only left when driven counter-
+        # clockwise (the recipe's setting for the left bias: with kidney's right bend
+        # in the data the ccw-only model lapped clockwise as well); three one-lap
         # episodes per track and direction, so that train, dev and test each get every
         # track in both directions.
-        train_tracks=("oval", "kidney", "speedway"),
+        train_tracks=("oval", "speedway"),
         record_laps=1,
         record_episodes=3,
         image_size=(60, 80),
@@ -167,11 +168,11 @@ def _quick() -> Preset:
                 "resnet_cls_hires",
                 "slow_classifier",
                 "resnet_cls",
-                epochs=8,
+                epochs=16,
                 input_size=(96, 128),
                 width=0.5,
                 depth=1,
-                max_frames=3000,
+                max_frames=4000,
                 batch_size=32,
                 lr=2e-3,
             ),
