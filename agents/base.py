@@ -20,6 +20,7 @@ Conventions (shared with ``sim.TrackEnv``):
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -48,3 +49,16 @@ def as_action(steering: float, throttle: float = 0.0) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise ValueError(f"pilot produced a non-finite action {a.tolist()}")
     return np.clip(a, -1.0, 1.0)
+
+
+def resolve_checkpoint_json(path: str | Path, what: str = "checkpoint") -> Path:
+    """The JSON description of a saved pilot: a run directory's ``best.json``, a
+    ``.json`` file, or the ``.json`` beside a ``.safetensors`` file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "best.json"
+    elif p.suffix == ".safetensors":
+        p = p.with_suffix(".json")
+    if not p.is_file():
+        raise ValueError(f"{p}: {what} not found")
+    return p

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import as_action
+from agents.base import as_action, resolve_checkpoint_json
 from agents.models import SteeringNet, build_model, decode_steering
 
 __all__ = [
@@ -77,14 +77,7 @@ def write_checkpoint(
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint JSON for a run directory, a ``.json`` or a ``.safetensors`` path."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "best.json"
-    elif p.suffix == ".safetensors":
-        p = p.with_suffix(".json")
-    if not p.is_file():
-        raise ValueError(f"{p}: checkpoint not found")
-    return p
+    return resolve_checkpoint_json(path, "checkpoint")
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.base import as_action
+from agents.base import as_action, resolve_checkpoint_json
 
 __all__ = [
     "SB3_FORMAT",
@@ -264,14 +264,7 @@ def write_sb3_policy(
 
 def resolve_sb3_checkpoint(path: str | Path) -> Path:
     """The policy JSON for a run directory (``best.json``), a ``.json`` or a ``.safetensors``."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "best.json"
-    elif p.suffix == ".safetensors":
-        p = p.with_suffix(".json")
-    if not p.is_file():
-        raise ValueError(f"{p}: SB3 policy checkpoint not found")
-    return p
+    return resolve_checkpoint_json(path, "SB3 policy checkpoint")
 
 
 def read_sb3_policy(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:

@@ -257,18 +257,11 @@ class EpisodeRecorder:
         if self.context is None:
             self.context = dict(context())
             self.lap0 = int(info["lap"])
-        f = self.frames
-        f["image"].append(np.asarray(obs, dtype=np.uint8))
-        f["steering"].append(float(label[0]))
-        f["throttle"].append(float(label[1]))
-        f["speed"].append(info["speed"])
-        f["t"].append(info["t"])
-        f["pose"].append(info["pose"])
-        f["lateral"].append(info["lateral"])
-        f["heading_error"].append(info["heading_error"])
-        f["progress"].append(info["progress"])
-        f["lap"].append(info["lap"])
-        f["takeover"].append(1 if driver == "takeover" else 0)
+        from sim.record import append_frame
+
+        append_frame(
+            self.frames, np.asarray(obs, dtype=np.uint8), label, info, driver == "takeover"
+        )
         self.drivers.append(driver)
         if driver != "human" and expert_meta is not None and self.expert_meta is None:
             self.expert_meta = expert_meta()

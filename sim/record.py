@@ -63,6 +63,21 @@ FRAME_DTYPES = {
 }
 
 
+def append_frame(frames: dict[str, list], obs, label, info: dict, takeover: bool = False) -> None:
+    """Add one frame (the image seen, the command label, the env's info) to ``frames``."""
+    frames["image"].append(obs)
+    frames["steering"].append(float(label[0]))
+    frames["throttle"].append(float(label[1]))
+    frames["speed"].append(info["speed"])
+    frames["t"].append(info["t"])
+    frames["pose"].append(info["pose"])
+    frames["lateral"].append(info["lateral"])
+    frames["heading_error"].append(info["heading_error"])
+    frames["progress"].append(info["progress"])
+    frames["lap"].append(info["lap"])
+    frames["takeover"].append(1 if takeover else 0)
+
+
 def frames_to_arrays(frames: dict[str, list]) -> dict[str, np.ndarray]:
     """Per-frame lists (as collected while driving) to the dataset's arrays."""
     out = {k: np.asarray(frames[k], dtype=FRAME_DTYPES[k]) for k in FRAME_KEYS if k != "image"}
@@ -172,17 +187,7 @@ def record_episode(job: dict, cfg: RecordConfig, out: str) -> dict:
     crashed = False
     for _ in range(max_steps):
         label = expert.act(obs, info)
-        frames["image"].append(obs)
-        frames["steering"].append(label[0])
-        frames["throttle"].append(label[1])
-        frames["speed"].append(info["speed"])
-        frames["t"].append(info["t"])
-        frames["pose"].append(info["pose"])
-        frames["lateral"].append(info["lateral"])
-        frames["heading_error"].append(info["heading_error"])
-        frames["progress"].append(info["progress"])
-        frames["lap"].append(info["lap"])
-        frames["takeover"].append(0)
+        append_frame(frames, obs, label, info)
         obs, _, terminated, _, info = env.step(expert.executed(label))
         if terminated:
             crashed = info["off_track"] or info["flipped"]
