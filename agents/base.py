@@ -62,3 +62,61 @@ def resolve_checkpoint_json(path: str | Path, what: str = "checkpoint") -> Path:
     if not p.is_file():
         raise ValueError(f"{p}: {what} not found")
     return p
+
+
+def read_described_weights(
+    path: str | Path,
+    *,
+    fmt: str,
+    version: int,
+    required: tuple[str, ...],
+    what: str,
+) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Load safetensors weights described by a JSON file, checked before use.
+
+    The JSON (found by :func:`resolve_checkpoint_json`) must carry ``format ==
+    fmt``, ``version``, the ``required`` keys, ``weights`` (a file name beside
+    it) and ``weights_sha256``; the weights must match that hash. Returns
+    ``(record, tensors, json_path)``. Any problem is one ``ValueError`` naming
+    the file. Nothing is unpickled.
+    """
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    from sim.io_utils import sha256_bytes
+
+    jpath = resolve_checkpoint_json(path, what)
+    try:
+        record = json.loads(jpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{jpath}: unreadable {what} description ({e})") from None
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise ValueError(f"{jpath}: not a trackpilot {what} (format != {fmt!r})")
+    if record.get("version") != version:
+        raise ValueError(
+            f"{jpath}: {what} version {record.get('version')!r}, this trackpilot reads {version}"
+        )
+    for key in (*required, "weights", "weights_sha256"):
+        if key not in record:
+            raise ValueError(f"{jpath}: {what} description lacks {key!r}")
+    if Path(str(record["weights"])).name != record["weights"]:
+        raise ValueError(
+            f"{jpath}: weights must be a file name next to it, got {record['weights']!r}"
+        )
+    weights = jpath.parent / str(record["weights"])
+    try:
+        data = weights.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{weights}: cannot read {what} weights ({e})") from None
+    if sha256_bytes(data) != record["weights_sha256"]:
+        raise ValueError(
+            f"{weights}: sha256 does not match {jpath.name} (corrupt, or overwritten by "
+            "another run)"
+        )
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as e:
+        raise ValueError(f"{weights}: not a valid safetensors file ({e})") from None
+    return record, tensors, jpath

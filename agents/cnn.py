@@ -15,7 +15,6 @@ safetensors file. Any problem is a ``ValueError`` naming the file.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import as_action, resolve_checkpoint_json
+from agents.base import as_action, read_described_weights, resolve_checkpoint_json
 from agents.models import SteeringNet, build_model, decode_steering
 
 __all__ = [
@@ -82,45 +81,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
     """``(record, state_dict, json_path)``, checked against the format and the sha256."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from sim.io_utils import sha256_bytes
-
-    jpath = resolve_checkpoint(path)
-    try:
-        record = json.loads(jpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{jpath}: unreadable checkpoint description ({e})") from None
-    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{jpath}: not a trackpilot checkpoint (format != {CHECKPOINT_FORMAT!r})")
-    if record.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
-            f"{jpath}: checkpoint version {record.get('version')!r}, this trackpilot reads "
-            f"{CHECKPOINT_VERSION}"
-        )
-    for key in ("arch", "args", "weights", "weights_sha256", "output"):
-        if key not in record:
-            raise ValueError(f"{jpath}: checkpoint description lacks {key!r}")
-    weights = jpath.parent / str(record["weights"])
-    if Path(record["weights"]).name != record["weights"]:
-        raise ValueError(
-            f"{jpath}: weights must be a file name next to it, got {record['weights']!r}"
-        )
-    try:
-        data = weights.read_bytes()
-    except OSError as e:
-        raise ValueError(f"{weights}: cannot read checkpoint weights ({e})") from None
-    if sha256_bytes(data) != record["weights_sha256"]:
-        raise ValueError(
-            f"{weights}: sha256 does not match {jpath.name} (corrupt, or overwritten by "
-            "another run)"
-        )
-    try:
-        state = load(data)
-    except (SafetensorError, ValueError) as e:
-        raise ValueError(f"{weights}: not a valid safetensors file ({e})") from None
-    return record, state, jpath
+    return read_described_weights(
+        path,
+        fmt=CHECKPOINT_FORMAT,
+        version=CHECKPOINT_VERSION,
+        required=("arch", "args", "output"),
+        what="checkpoint",
+    )
 
 
 def load_model(

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.base import as_action, resolve_checkpoint_json
+from agents.base import as_action, read_described_weights, resolve_checkpoint_json
 
 __all__ = [
     "SB3_FORMAT",
@@ -269,56 +269,22 @@ def resolve_sb3_checkpoint(path: str | Path) -> Path:
 
 def read_sb3_policy(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
     """``(record, tensors, json_path)``, checked against the format and the sha256."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from sim.io_utils import sha256_bytes
-
-    jpath = resolve_sb3_checkpoint(path)
-    try:
-        record = json.loads(jpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{jpath}: unreadable SB3 policy description ({e})") from None
-    if not isinstance(record, dict) or record.get("format") != SB3_FORMAT:
-        raise ValueError(f"{jpath}: not a trackpilot SB3 policy (format != {SB3_FORMAT!r})")
-    if record.get("version") != SB3_VERSION:
-        raise ValueError(
-            f"{jpath}: SB3 policy version {record.get('version')!r}, this trackpilot reads "
-            f"{SB3_VERSION}"
-        )
-    required = (
-        "algo",
-        "policy",
-        "policy_kwargs",
-        "obs_mode",
-        "observation_space",
-        "policy_observation_space",
-        "action_space",
-        "frame_stack",
-        "weights",
-        "weights_sha256",
+    return read_described_weights(
+        path,
+        fmt=SB3_FORMAT,
+        version=SB3_VERSION,
+        required=(
+            "algo",
+            "policy",
+            "policy_kwargs",
+            "obs_mode",
+            "observation_space",
+            "policy_observation_space",
+            "action_space",
+            "frame_stack",
+        ),
+        what="SB3 policy",
     )
-    for key in required:
-        if key not in record:
-            raise ValueError(f"{jpath}: SB3 policy description lacks {key!r}")
-    if Path(str(record["weights"])).name != record["weights"]:
-        raise ValueError(
-            f"{jpath}: weights must be a file name next to it, got {record['weights']!r}"
-        )
-    weights = jpath.parent / str(record["weights"])
-    try:
-        data = weights.read_bytes()
-    except OSError as e:
-        raise ValueError(f"{weights}: cannot read SB3 policy weights ({e})") from None
-    if sha256_bytes(data) != record["weights_sha256"]:
-        raise ValueError(
-            f"{weights}: sha256 does not match {jpath.name} (corrupt, or overwritten by another run)"
-        )
-    try:
-        tensors = load(data)
-    except (SafetensorError, ValueError) as e:
-        raise ValueError(f"{weights}: not a valid safetensors file ({e})") from None
-    return record, tensors, jpath
 
 
 # ----------------------------------------------------------------- the pilot
