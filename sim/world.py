@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pybullet as p
 
+from sim.plane import LabelRaster, label_raster, pixel_offsets
 from tracks import Track
 
 
@@ -152,6 +153,8 @@ class World:
         self.track: Track | None = None
         self.bodies: dict[str, int] = {}
         self._colors = self.style.colors
+        self._road_visible = True
+        self._raster = None
 
     def build_ground(self) -> None:
         c = self.client
@@ -167,10 +170,39 @@ class World:
         """Mesh ``track`` into road, edge lines, dashed centre line and start line."""
         c = self.client
         self.track = track
+        self._raster = None
         for name, (verts, idx) in road_meshes(track, self.style).items():
-            rgba = getattr(self._colors, _COLOR_OF[name])
+            rgba = self._rgba(name)
             vis = c.createVisualShape(p.GEOM_MESH, vertices=verts, indices=idx, rgbaColor=rgba)
             self.bodies[name] = c.createMultiBody(0, -1, vis, [0, 0, 0])
+
+    def _rgba(self, name: str) -> tuple:
+        r, g, b, a = getattr(self._colors, _COLOR_OF[name])
+        return (r, g, b, a if self._road_visible else 0.0)
+
+    @property
+    def raster(self) -> LabelRaster:
+        """The road's paint as a top-down label raster (``sim.plane``), built on
+        first use and shared by every world with the same geometry and style."""
+        if self._raster is None:
+            key = (self.track.geometry_hash, self.style)
+            self._raster = label_raster(road_meshes(self.track, self.style), key)
+        return self._raster
+
+    @property
+    def road_visible(self) -> bool:
+        return self._road_visible
+
+    def set_road_visible(self, visible: bool) -> None:
+        """Show or hide the road meshes from TinyRenderer (a fully transparent
+        body is skipped). The car camera ray-casts the road (``sim.plane``) and
+        hides the meshes; chase and top-down views draw them."""
+        if visible == self._road_visible:
+            return
+        self._road_visible = visible
+        for name in _COLOR_OF:
+            if name in self.bodies:
+                self.client.changeVisualShape(self.bodies[name], -1, rgbaColor=self._rgba(name))
 
     @property
     def colors(self) -> Colors:
@@ -179,17 +211,9 @@ class World:
     def recolor(self, colors: Colors) -> None:
         """Apply new colours to the existing bodies (domain randomisation)."""
         self._colors = colors
-        c = self.client
-        mapping = {
-            "road": colors.road,
-            "edge_left": colors.edge,
-            "edge_right": colors.edge,
-            "centre": colors.centre,
-            "start": colors.start,
-        }
-        for name, rgba in mapping.items():
+        for name in _COLOR_OF:
             if name in self.bodies:
-                c.changeVisualShape(self.bodies[name], -1, rgbaColor=rgba)
+                self.client.changeVisualShape(self.bodies[name], -1, rgbaColor=self._rgba(name))
 
 
 @dataclass(frozen=True)
@@ -204,6 +228,9 @@ class View:
     vfov_deg: float
     width: int
     height: int
+    eye: np.ndarray  # camera position
+    near: float
+    far: float
 
 
 def _cross(a, b) -> np.ndarray:
@@ -224,7 +251,7 @@ def make_view(
     u = _cross(r, f)
     view = client.computeViewMatrix(eye.tolist(), (eye + f).tolist(), u.tolist())
     proj = _projection(float(vfov_deg), width / height, float(near), float(far))
-    return View(view, proj, f, r, u, vfov_deg, width, height)
+    return View(view, proj, f, r, u, vfov_deg, width, height, eye, float(near), float(far))
 
 
 @functools.lru_cache(maxsize=32)
@@ -244,9 +271,7 @@ def ground_mask(v: View) -> np.ndarray:
     where this mask is set and with the sky colour elsewhere; for a flat,
     uniformly lit, untextured ground that is the same picture.
     """
-    t = math.tan(math.radians(v.vfov_deg) / 2)
-    xs = (2 * (np.arange(v.width) + 0.5) / v.width - 1) * t * v.width / v.height
-    ys = (1 - 2 * (np.arange(v.height) + 0.5) / v.height) * t
+    xs, ys = pixel_offsets(v.width, v.height, float(v.vfov_deg))
     z = v.look[2] + xs[None, :] * v.right[2] + ys[:, None] * v.up[2]
     return z < 0
 
