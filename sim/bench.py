@@ -12,6 +12,7 @@ is reported.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 import sim  # noqa: F401  (registers the env)
+from sim.vector import make_vector_env, pin_worker, worker_cpus
 
 
 def _p_control(lateral, heading_error):
@@ -39,7 +41,9 @@ def _time_blocks(step_block: Callable[[], None], steps: int, repeats: int) -> fl
     return statistics.median(rates)
 
 
-def bench_single(env_kwargs: dict, steps: int, repeats: int, warmup: int = 20) -> float:
+def bench_single(
+    env_kwargs: dict, steps: int, repeats: int, warmup: int = 20, barrier=None
+) -> float:
     env = gym.make(sim.ENV_ID, **env_kwargs)
     _, info = env.reset(seed=0)
     state = {"info": info}
@@ -54,25 +58,34 @@ def bench_single(env_kwargs: dict, steps: int, repeats: int, warmup: int = 20) -
         state["info"] = info
 
     run(warmup)
+    if barrier is not None:  # start timing together with the other processes
+        barrier.wait()
     rate = _time_blocks(lambda: run(steps), steps, repeats)
     env.close()
     return rate
 
 
-def _make_env(kwargs: dict, seed: int):
-    def thunk():
-        import sim  # noqa: F401
-
-        return gym.make(sim.ENV_ID, **kwargs)
-
-    return thunk
-
-
 def bench_vector(
-    env_kwargs: dict, n_envs: int, steps: int, repeats: int, warmup: int = 10
+    env_kwargs: dict,
+    n_envs: int,
+    steps: int,
+    repeats: int,
+    warmup: int = 10,
+    pin: bool = False,
+    spin_step_s: float | None = None,
 ) -> float:
-    """Total env steps per second of ``n_envs`` envs in subprocesses."""
-    venv = gym.vector.AsyncVectorEnv([_make_env(env_kwargs, i) for i in range(n_envs)])
+    """Total env steps per second of ``n_envs`` envs in an ``AsyncVectorEnv``
+    (one subprocess each; with ``pin``, worker i on CPU i). With
+    ``spin_step_s`` the envs are stand-ins that busy-wait that long per step
+    and return nothing else: the vector env's own ceiling for that step time."""
+    if spin_step_s is None:
+        venv = make_vector_env(n_envs, pin=pin, **env_kwargs)
+    else:
+        cpus = worker_cpus(n_envs) if pin else [None] * n_envs
+        h, w = env_kwargs.get("image_size", (120, 160))
+        venv = gym.vector.AsyncVectorEnv(
+            [functools.partial(_SpinEnv, spin_step_s, (h, w, 3), c, os.getpid()) for c in cpus]
+        )
     _, info = venv.reset(seed=0)
     state = {"info": info}
 
@@ -87,6 +100,48 @@ def bench_vector(
     rate = _time_blocks(lambda: run(steps), steps, repeats) * n_envs
     venv.close()
     return rate
+
+
+class _SpinEnv(gym.Env):
+    """Busy-waits ``step_s`` per step; same observation and action shapes as the
+    image env, a two-key info. Measures what the vector env costs by itself."""
+
+    def __init__(self, step_s: float, shape: tuple, cpu: int | None, parent_pid: int) -> None:
+        pin_worker(cpu, parent_pid)
+        self.step_s = step_s
+        self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self._obs = np.zeros(shape, np.uint8)
+        self._info = {"lateral": 0.0, "heading_error": 0.0}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._obs, dict(self._info)
+
+    def step(self, action):
+        end = time.perf_counter() + self.step_s
+        while time.perf_counter() < end:
+            pass
+        return self._obs, 0.0, False, False, dict(self._info)
+
+
+def _independent_worker(args) -> float:
+    env_kwargs, steps, repeats, barrier = args
+    return bench_single(env_kwargs, steps, repeats, barrier=barrier)
+
+
+def bench_independent(env_kwargs: dict, n_procs: int, steps: int, repeats: int) -> float:
+    """Sum of the steps/s of ``n_procs`` processes each stepping its own env,
+    started together: how the env itself scales, without a vector env's
+    lock-step round trips."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(n_procs)
+        with ctx.Pool(n_procs) as pool:
+            rates = pool.map(_independent_worker, [(env_kwargs, steps, repeats, barrier)] * n_procs)
+    return float(sum(rates))
 
 
 def _car_racing_pilot(env):
@@ -161,15 +216,25 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     if args.envs > 1:
+        n = args.envs
         for size in ((96, 96), (120, 160)):
-            r = bench_vector({**base, "image_size": size}, args.envs, steps, repeats)
-            rows.append(
-                {
-                    "case": f"trackpilot image {size[0]}x{size[1]}, {args.envs} envs (subprocesses)",
-                    "steps_per_s": r,
-                    "vs_1_env": r / single[size],
-                }
-            )
+            kw = {**base, "image_size": size}
+            tag = f"trackpilot image {size[0]}x{size[1]}"
+            for case, r in (
+                (f"{n} envs, AsyncVectorEnv", bench_vector(kw, n, steps, repeats)),
+                (
+                    f"{n} envs, AsyncVectorEnv, pinned",
+                    bench_vector(kw, n, steps, repeats, pin=True),
+                ),
+                (f"{n} independent processes", bench_independent(kw, n, steps, repeats)),
+                (
+                    f"{n} busy-wait stand-ins, AsyncVectorEnv, pinned",
+                    bench_vector(kw, n, steps, repeats, pin=True, spin_step_s=1 / single[size]),
+                ),
+            ):
+                rows.append(
+                    {"case": f"{tag}, {case}", "steps_per_s": r, "vs_1_env": r / single[size]}
+                )
     for row in rows:
         if ref is not None and row["case"].startswith("trackpilot"):
             row["vs_car_racing"] = row["steps_per_s"] / ref
