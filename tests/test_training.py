@@ -65,6 +65,13 @@ def test_split_by_episode_stratified_with_ratios() -> None:
     # Deterministic for a seed, different for another.
     assert split_episodes(recs, seed=3) == split
     assert split_episodes(recs, seed=4) != split
+    # Independent of the manifest's order (parallel recording finishes in any order).
+    order = np.random.default_rng(0).permutation(len(recs))
+    shuffled = split_episodes([recs[i] for i in order], seed=3)
+    for s in ("train", "dev", "test"):
+        assert sorted(recs[order[i]]["key"] for i in shuffled[s]) == sorted(
+            recs[i]["key"] for i in split[s]
+        )
 
 
 def test_split_small_groups_and_custom_ratios() -> None:

@@ -90,7 +90,8 @@ def split_episodes(
     with at least 3 episodes gets at least one in each split whose ratio is > 0 (2 episodes:
     train and one of dev/test; 1 episode: wherever the totals need it). Rounding surpluses carry over from group
     to group, so the totals follow ``ratios`` even when groups are small. Frames of one
-    episode never land in two splits.
+    episode never land in two splits. The split depends on the episodes (their keys) and
+    ``seed``, not on the order of ``records``.
     """
     if not records:
         raise ValueError("no episodes to split")
@@ -100,6 +101,11 @@ def split_episodes(
     groups: dict[tuple[str, str], list[int]] = {}
     for i, rec in enumerate(records):
         groups.setdefault((str(rec["track_id"]), str(rec["direction"])), []).append(i)
+    # Episodes in key order before the seeded shuffle: the manifest lists them in
+    # the order parallel recording workers finished, which varies from run to
+    # run, and the split of the same episodes must not.
+    for members in groups.values():
+        members.sort(key=lambda i: str(records[i].get("key", i)))
     carry = np.zeros(3)  # frames each split is owed from earlier groups
     out: dict[str, list[int]] = {s: [] for s in SPLITS}
     for gkey in sorted(groups):
