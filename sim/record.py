@@ -132,6 +132,13 @@ class RecordConfig:
         return out
 
 
+_RENDERERS = {
+    "plane": "road plane ray-cast against a 5 mm label raster of the road meshes (sim.plane); "
+    "bodies by pybullet TinyRenderer, composited by depth",
+    "tiny": "pybullet TinyRenderer (ER_TINY_RENDERER), ground painted from the depth buffer",
+}
+
+
 def dataset_info(cfg: RecordConfig) -> dict:
     """The dataset-level self-description written into the manifest."""
     import pybullet
@@ -144,7 +151,7 @@ def dataset_info(cfg: RecordConfig) -> dict:
         "env_id": ENV_ID,
         "env_version": ENV_VERSION,
         "pybullet_version": getattr(pybullet, "__version__", None) or _dist_version("pybullet"),
-        "renderer": "pybullet TinyRenderer (ER_TINY_RENDERER), ground painted from the depth buffer",
+        "renderer": _RENDERERS[env.camera_renderer],
         "camera": asdict(CameraSpec()),
         "image_size": list(cfg.image_size),
         "control_hz": env.control_hz,

@@ -4,7 +4,9 @@ The road is visual only (flat triangle meshes a millimetre above a collision
 plane), so physics sees one flat ground with one friction everywhere and
 off-track is decided geometrically. TinyRenderer's cost grows with the number
 of triangles and of covered pixels, so the road is meshed adaptively (few
-segments on straights) and the markings are thin separate meshes.
+segments on straights) and the markings are thin separate meshes. The chase
+and top-down views draw these meshes; the car camera ray-casts the same
+meshes rasterised from above (``sim.plane``) and hides them from TinyRenderer.
 """
 
 from __future__ import annotations
