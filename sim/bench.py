@@ -73,13 +73,14 @@ def bench_vector(
     warmup: int = 10,
     pin: bool = False,
     spin_step_s: float | None = None,
+    info_keys: tuple[str, ...] | None = None,
 ) -> float:
     """Total env steps per second of ``n_envs`` envs in an ``AsyncVectorEnv``
     (one subprocess each; with ``pin``, worker i on CPU i). With
     ``spin_step_s`` the envs are stand-ins that busy-wait that long per step
     and return nothing else: the vector env's own ceiling for that step time."""
     if spin_step_s is None:
-        venv = make_vector_env(n_envs, pin=pin, **env_kwargs)
+        venv = make_vector_env(n_envs, pin=pin, info_keys=info_keys, **env_kwargs)
     else:
         cpus = worker_cpus(n_envs) if pin else [None] * n_envs
         h, w = env_kwargs.get("image_size", (120, 160))
@@ -225,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                 (
                     f"{n} envs, AsyncVectorEnv, pinned",
                     bench_vector(kw, n, steps, repeats, pin=True),
+                ),
+                (
+                    f"{n} envs, AsyncVectorEnv, pinned, 2 info keys",
+                    bench_vector(
+                        kw, n, steps, repeats, pin=True, info_keys=("lateral", "heading_error")
+                    ),
                 ),
                 (f"{n} independent processes", bench_independent(kw, n, steps, repeats)),
                 (

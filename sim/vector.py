@@ -5,8 +5,8 @@ Pinning matters on small machines: with two workers and the main process on
 two CPUs, the scheduler otherwise keeps moving the workers, and a lock-step
 vector env waits for the slower one every step. Measured with
 ``python -m sim.bench`` on a 2-vCPU machine at 96x96: 2 unpinned workers gave
-0.8-1.4x one env from run to run, pinned ones 1.4-1.5x (README, "Measured
-figures").
+0.8-1.4x one env from run to run, pinned ones 1.4-1.5x, pinned ones with
+two info keys ~1.55x (README, "Measured figures").
 
     from sim.vector import make_vector_env
     venv = make_vector_env(2, image_size=(96, 96), fixed_speed=2.0)
@@ -32,10 +32,13 @@ def worker_cpus(n: int) -> list[int | None]:
     return [cpus[i % len(cpus)] for i in range(n)]
 
 
-def env_thunk(cpu: int | None = None, **env_kwargs: Any) -> Callable[[], gym.Env]:
+def env_thunk(
+    cpu: int | None = None, info_keys: tuple[str, ...] | None = None, **env_kwargs: Any
+) -> Callable[[], gym.Env]:
     """A picklable factory of ``trackpilot/TrackDrive-v0`` for a worker process,
-    which first pins the worker to ``cpu`` (when given)."""
-    return _Thunk(cpu, env_kwargs)
+    which first pins the worker to ``cpu`` (when given); with ``info_keys``
+    the env's infos keep only those keys (``InfoKeys``)."""
+    return _Thunk(cpu, env_kwargs, None if info_keys is None else tuple(info_keys))
 
 
 def pin_worker(cpu: int | None, parent_pid: int) -> None:
@@ -46,26 +49,60 @@ def pin_worker(cpu: int | None, parent_pid: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
+class InfoKeys(gym.Wrapper):
+    """Keep only ``keys`` of the ``info`` dicts (reset and step).
+
+    A vector env merges every info key of every env into batched arrays in the
+    main process while the workers wait; the full step info (20 keys, one
+    nested) costs ~30 us a step for two envs there, plus pickling. Missing keys
+    raise ``KeyError`` at the first step, not silently."""
+
+    def __init__(self, env: gym.Env, keys: tuple[str, ...]) -> None:
+        super().__init__(env)
+        self.keys = tuple(keys)
+
+    def _filter(self, info: dict) -> dict:
+        return {k: info[k] for k in self.keys}
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return obs, self._filter(info)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, self._filter(info)
+
+
 class _Thunk:
-    def __init__(self, cpu: int | None, env_kwargs: dict) -> None:
+    def __init__(
+        self, cpu: int | None, env_kwargs: dict, info_keys: tuple[str, ...] | None = None
+    ) -> None:
         self.cpu = cpu
         self.env_kwargs = env_kwargs
+        self.info_keys = info_keys
         self.parent_pid = os.getpid()
 
     def __call__(self) -> gym.Env:
         import sim
 
         pin_worker(self.cpu, self.parent_pid)
-        return gym.make(sim.ENV_ID, **self.env_kwargs)
+        env = gym.make(sim.ENV_ID, **self.env_kwargs)
+        return env if self.info_keys is None else InfoKeys(env, self.info_keys)
 
 
 def make_vector_env(
-    n: int, *, pin: bool = True, vector_kwargs: dict | None = None, **env_kwargs: Any
+    n: int,
+    *,
+    pin: bool = True,
+    info_keys: tuple[str, ...] | None = None,
+    vector_kwargs: dict | None = None,
+    **env_kwargs: Any,
 ) -> gym.vector.AsyncVectorEnv:
     """``n`` envs (``env_kwargs`` as for ``TrackEnv``) in an ``AsyncVectorEnv``,
-    worker ``i`` pinned to CPU ``i`` (round robin) unless ``pin=False``.
+    worker ``i`` pinned to CPU ``i`` (round robin) unless ``pin=False``. With
+    ``info_keys`` the infos carry only those keys (cheaper to batch).
     ``vector_kwargs`` go to ``AsyncVectorEnv`` (e.g. ``copy=False``)."""
     cpus = worker_cpus(n) if pin else [None] * n
     return gym.vector.AsyncVectorEnv(
-        [env_thunk(c, **env_kwargs) for c in cpus], **(vector_kwargs or {})
+        [env_thunk(c, info_keys, **env_kwargs) for c in cpus], **(vector_kwargs or {})
     )

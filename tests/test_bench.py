@@ -54,12 +54,31 @@ def test_bench_quick_json(capsys):
         for case in (
             "2 envs, AsyncVectorEnv",
             "2 envs, AsyncVectorEnv, pinned",
+            "2 envs, AsyncVectorEnv, pinned, 2 info keys",
             "2 independent processes",
             "2 busy-wait stand-ins, AsyncVectorEnv, pinned",
         ):
             assert "vs_1_env" in rows[f"trackpilot image {size}, {case}"]
     if "CarRacing-v3 96x96 (reference)" in rows:
         assert "vs_car_racing" in rows["trackpilot image 96x96, 1 env"]
+
+
+def test_info_keys_filter_and_missing_key():
+    venv = make_vector_env(2, pin=False, info_keys=("lap", "speed"), image_size=(32, 32))
+    try:
+        _, info = venv.reset(seed=0)
+        assert {k for k in info if not k.startswith("_")} == {"lap", "speed"}
+        _, _, _, _, info = venv.step(np.zeros((2, 2), np.float32))
+        assert {k for k in info if not k.startswith("_")} == {"lap", "speed"}
+    finally:
+        venv.close()
+    from sim.env import TrackEnv
+    from sim.vector import InfoKeys
+
+    env = InfoKeys(TrackEnv(image_size=(32, 32)), ("no_such_key",))
+    with pytest.raises(KeyError, match="no_such_key"):
+        env.reset(seed=0)
+    env.close()
 
 
 def test_bench_rejects_bad_arguments(capsys):
