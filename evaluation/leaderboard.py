@@ -320,10 +320,13 @@ def record_dataset(
 ) -> DatasetInfo:
     """Record (or reuse) the expert dataset of ``preset`` under ``out/data``."""
     from sim.dataset import dataset_fingerprint, is_warning, open_dataset, validate_dataset
-    from sim.record import record
+    from sim.record import dataset_info_cached, record
 
     cfg = record_config(preset, seed)
-    path = Path(out) / "data" / f"{preset.name}-{_hash(dataclasses.asdict(cfg))}"
+    # The renderer is part of the key: frames drawn by another one (an output
+    # directory from an older trackpilot) are recorded again, not trained on.
+    key = {**dataclasses.asdict(cfg), "renderer": dataset_info_cached(cfg)["renderer"]}
+    path = Path(out) / "data" / f"{preset.name}-{_hash(key)}"
     expected = {j["key"] for j in cfg.jobs()}
     if force and path.exists():
         shutil.rmtree(path)

@@ -17,8 +17,8 @@ Guarantees:
   nothing is ever unpickled, and every header is checked against :data:`FRAME_FIELDS` before
   a byte of data is trusted.
 - Self-description. The manifest's ``info`` block (env id and version, pybullet version,
-  renderer, camera, rates...) is fixed at creation; appending with an incompatible camera or
-  control rate is refused.
+  renderer, camera, rates...) is fixed at creation; appending with an incompatible camera,
+  control rate or renderer is refused.
 
 CLI: ``python -m sim.dataset {info,validate,bench} ...``.
 """
@@ -97,8 +97,9 @@ FRAME_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...] | None]] = {
 }
 #: Float label fields: must be finite.
 LABEL_FIELDS = tuple(k for k, (dt, _) in FRAME_FIELDS.items() if dt.kind == "f")
-#: Info fields that must agree between a dataset and a writer appending to it.
-INFO_COMPAT_FIELDS = ("env_id", "image_size", "control_hz")
+#: Info fields that must agree between a dataset and a writer appending to it (frames
+#: drawn by another renderer differ in colour and shading: no mixing within one dataset).
+INFO_COMPAT_FIELDS = ("env_id", "image_size", "control_hz", "renderer")
 DIRECTIONS = ("ccw", "cw")
 
 _ST_DTYPES: dict[str, np.dtype] = {

@@ -153,7 +153,9 @@ class TrackEnv(gym.Env):
     perturbations of the start pose. Every draw comes from ``self.np_random``.
 
     ## Version History
-    - v0: first release.
+    - v0: first release. (Before release the camera's road plane moved from
+      TinyRenderer to ``sim.plane``: same geometry, palette colours; datasets
+      name their renderer and refuse to mix them.)
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}

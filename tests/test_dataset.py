@@ -245,6 +245,7 @@ def test_incompatible_info_raises(tmp_path):
     for change in (
         {"env_id": "Other-v0"},
         {"control_hz": 10},
+        {"renderer": "plane"},
         {"camera": INFO["camera"] | {"image_size": [16, 24]}},
     ):
         with pytest.raises(
