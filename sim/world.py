@@ -273,7 +273,8 @@ def ground_mask(v: View) -> np.ndarray:
     where this mask is set and with the sky colour elsewhere; for a flat,
     uniformly lit, untextured ground that is the same picture.
     """
-    xs, ys = pixel_offsets(v.width, v.height, float(v.vfov_deg))
+    # Fills what TinyRenderer left empty, so at the points it samples.
+    xs, ys = pixel_offsets(v.width, v.height, float(v.vfov_deg), "tinyrenderer")
     z = v.look[2] + xs[None, :] * v.right[2] + ys[:, None] * v.up[2]
     return z < 0
 
