@@ -100,9 +100,9 @@ class TrackEnv(gym.Env):
     mounted like a DonkeyCar's (0.20 m high, pitched 20 degrees down, 100 degree
     horizontal field of view) sees the road, its white edge lines, the yellow
     dashed centre line and the red start/finish line, rendered without a
-    display: the flat painted road is ray-cast per pixel against a 5 mm label
-    raster of the road meshes (``sim.plane``; it matches TinyRenderer's picture
-    pixel for pixel but costs ~0.1 ms instead of ~1 ms at 96x96), and anything
+    display: the flat painted road is ray-cast through each pixel's centre
+    against a 5 mm label raster of the road meshes (``sim.plane``: the same
+    geometry TinyRenderer draws, ~0.1 ms instead of ~1 ms at 96x96), and anything
     standing on it is drawn by PyBullet's TinyRenderer and composited by depth.
     ``camera_renderer="tiny"`` has TinyRenderer draw the road too. The car does
     not draw itself into its own camera unless ``camera_sees_car=True`` (it
