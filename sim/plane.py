@@ -15,10 +15,12 @@ paint in the same place, casting rays through the points TinyRenderer samples).
 The env casts them through pixel centres instead, like a pinhole camera:
 TinyRenderer samples pixel corners, so its image is half a pixel off the
 optical axis and a left-right flip of it (the flip augmentation) shows the
-mirrored scene shifted by a whole pixel. Bodies that stand up from the ground (the car, when
-``camera_sees_car=True``) are still drawn by TinyRenderer and composited by
-its depth buffer; ``TrackEnv(camera_renderer="tiny")`` draws everything with
-TinyRenderer instead.
+mirrored scene shifted by a whole pixel.
+
+Bodies that stand up from the ground (the car, when ``camera_sees_car=True``)
+are still drawn by TinyRenderer and composited by its depth buffer, at its own
+sample points (half a pixel off the plane's); ``TrackEnv(camera_renderer=
+"tiny")`` draws everything with TinyRenderer instead.
 
 Shading is Lambertian for the up-facing plane: ``colour * (0.6 + 0.4 * Lz)``
 with ``Lz`` the up component of the unit light direction (towards the light),

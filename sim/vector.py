@@ -5,8 +5,8 @@ Pinning matters on small machines: with two workers and the main process on
 two CPUs, the scheduler otherwise keeps moving the workers, and a lock-step
 vector env waits for the slower one every step. Measured with
 ``python -m sim.bench`` on a 2-vCPU machine at 96x96: 2 unpinned workers gave
-0.8-1.4x one env from run to run, pinned ones 1.4-1.5x, pinned ones with
-two info keys ~1.55x (README, "Measured figures").
+0.87-1.44x one env from run to run, pinned ones 1.42x, pinned ones with
+two info keys 1.48x (README, "Measured figures").
 
     from sim.vector import make_vector_env
     venv = make_vector_env(2, image_size=(96, 96), fixed_speed=2.0)
@@ -53,9 +53,9 @@ class InfoKeys(gym.Wrapper):
     """Keep only ``keys`` of the ``info`` dicts (reset and step).
 
     A vector env merges every info key of every env into batched arrays in the
-    main process while the workers wait; the full step info (20 keys, one
+    main process while the workers wait; the full step info (19 keys, one
     nested) costs ~30 us a step for two envs there, plus pickling. Missing keys
-    raise ``KeyError`` at the first step, not silently."""
+    raise ``KeyError`` at reset, not silently."""
 
     def __init__(self, env: gym.Env, keys: tuple[str, ...]) -> None:
         super().__init__(env)

@@ -202,9 +202,7 @@ class World:
         if visible == self._road_visible:
             return
         self._road_visible = visible
-        for name in _COLOR_OF:
-            if name in self.bodies:
-                self.client.changeVisualShape(self.bodies[name], -1, rgbaColor=self._rgba(name))
+        self._apply_colors()
 
     @property
     def colors(self) -> Colors:
@@ -213,6 +211,9 @@ class World:
     def recolor(self, colors: Colors) -> None:
         """Apply new colours to the existing bodies (domain randomisation)."""
         self._colors = colors
+        self._apply_colors()
+
+    def _apply_colors(self) -> None:
         for name in _COLOR_OF:
             if name in self.bodies:
                 self.client.changeVisualShape(self.bodies[name], -1, rgbaColor=self._rgba(name))
