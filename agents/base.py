@@ -20,6 +20,7 @@ Conventions (shared with ``sim.TrackEnv``):
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -62,6 +63,59 @@ def resolve_checkpoint_json(path: str | Path, what: str = "checkpoint") -> Path:
     if not p.is_file():
         raise ValueError(f"{p}: {what} not found")
     return p
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when available else ``"cpu"``; ``cpu``, ``cuda`` and
+    ``cuda:N`` are checked (CUDA must be available). ValueError otherwise."""
+    d = str(device).strip().lower()
+    if d == "cpu":
+        return "cpu"
+    if d == "auto" or d == "cuda" or re.fullmatch(r"cuda:\d+", d):
+        import torch
+
+        if d == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r} requested but CUDA is not available (torch {torch.__version__})"
+            )
+        return d
+    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+
+
+def write_described_weights(
+    directory: str | Path,
+    name: str,
+    tensors: dict[str, Any],
+    record: dict[str, Any],
+    *,
+    fmt: str,
+) -> Path:
+    """Write ``NAME.safetensors`` then ``NAME.json`` (``record`` plus ``weights`` and
+    ``weights_sha256``) atomically; returns the JSON path. The counterpart of
+    :func:`read_described_weights`.
+
+    The JSON is written last and names the weights' sha256, so a reader never pairs a
+    description with other weights (a process killed between the two writes leaves a
+    mismatch that the reader reports, not a silently wrong model). The safetensors
+    header holds one metadata entry (``format``): with several, their order follows a
+    hash map's and the same weights could give other bytes and another sha256.
+    """
+    from safetensors.torch import save
+
+    from sim.io_utils import atomic_write_bytes, atomic_write_json, sha256_bytes
+
+    directory = Path(directory)
+    data = save(
+        {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+        metadata={"format": fmt},
+    )
+    weights = f"{name}.safetensors"
+    atomic_write_bytes(directory / weights, data)
+    path = directory / f"{name}.json"
+    atomic_write_json(path, {**record, "weights": weights, "weights_sha256": sha256_bytes(data)})
+    return path
 
 
 def read_described_weights(

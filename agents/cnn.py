@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.base import as_action, read_described_weights, resolve_checkpoint_json
+from agents.base import (
+    as_action,
+    read_described_weights,
+    resolve_checkpoint_json,
+    write_described_weights,
+)
 from agents.models import SteeringNet, build_model, decode_steering
 
 __all__ = [
@@ -51,27 +56,16 @@ def write_checkpoint(
     description with other weights (a process killed between the two writes leaves a
     mismatch that :func:`load_model` reports, not a silently wrong model).
     """
-    from safetensors.torch import save
-
-    from sim.io_utils import atomic_write_bytes, atomic_write_json, sha256_bytes
-
-    directory = Path(directory)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    data = save(tensors, metadata={"format": CHECKPOINT_FORMAT, "arch": model.arch})
-    weights = f"{name}.safetensors"
-    atomic_write_bytes(directory / weights, data)
     record = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         **model.describe(),
-        "weights": weights,
-        "weights_sha256": sha256_bytes(data),
         "torch_version": torch.__version__,
         **dict(extra or {}),
     }
-    path = directory / f"{name}.json"
-    atomic_write_json(path, record)
-    return path
+    return write_described_weights(
+        directory, name, dict(model.state_dict()), record, fmt=CHECKPOINT_FORMAT
+    )
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -37,7 +37,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.base import as_action, read_described_weights, resolve_checkpoint_json
+from agents.base import (
+    as_action,
+    read_described_weights,
+    resolve_checkpoint_json,
+    write_described_weights,
+)
 
 __all__ = [
     "SB3_FORMAT",
@@ -234,10 +239,6 @@ def write_sb3_policy(
     of the normalised observation part. The JSON is written last and names the
     weights' sha256, so a reader never pairs a description with other weights.
     """
-    from safetensors.torch import save
-
-    from sim.io_utils import atomic_write_bytes, atomic_write_json, sha256_bytes
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     # Clone each tensor: shared feature extractors appear under several keys and
@@ -252,14 +253,8 @@ def write_sb3_policy(
         mean, var = obs_norm_stats
         tensors["obs_norm.mean"] = torch.as_tensor(np.asarray(mean, dtype=np.float64))
         tensors["obs_norm.var"] = torch.as_tensor(np.asarray(var, dtype=np.float64))
-    data = save(tensors, metadata={"format": SB3_FORMAT, "algo": str(record["algo"])})
-    weights = f"{name}.safetensors"
-    atomic_write_bytes(directory / weights, data)
-    out = {**dict(record), "weights": weights, "weights_sha256": sha256_bytes(data)}
-    out.update(dict(extra or {}))
-    path = directory / f"{name}.json"
-    atomic_write_json(path, out)
-    return path
+    out = {**dict(record), **dict(extra or {})}
+    return write_described_weights(directory, name, tensors, out, fmt=SB3_FORMAT)
 
 
 def resolve_sb3_checkpoint(path: str | Path) -> Path:

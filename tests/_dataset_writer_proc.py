@@ -23,7 +23,7 @@ import signal
 import numpy as np
 
 import sim.dataset
-import sim.io_utils
+import tracks.fileio
 from sim.dataset import DatasetWriter, EpisodeMeta, synthetic_episode
 
 INFO = {"env_id": "KillTest-v0", "camera": {"image_size": [16, 24]}, "control_hz": 20}
@@ -43,7 +43,7 @@ def _install_crash(step: str, k: int) -> None:
         return calls == k
 
     if step in ("episode_temp", "manifest_temp"):
-        module = sim.dataset if step == "episode_temp" else sim.io_utils
+        module = sim.dataset if step == "episode_temp" else tracks.fileio
         write_temp_file = module.write_temp_file
 
         def half_write(path, data):

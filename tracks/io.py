@@ -14,18 +14,16 @@ JSON (``save_track_json`` / ``load_track_json``)::
 
 from __future__ import annotations
 
-import contextlib
 import importlib.resources
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from tracks.fileio import atomic_write_text
 from tracks.generator import generate_track
 from tracks.library import builtin_names, get_track
 from tracks.track import Track
@@ -40,25 +38,8 @@ _GEN_RE = re.compile(r"^gen[:-](\d+)$")
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder, fsync, os.replace."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where possible
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+    atomic_write_text(path, text)
 
 
 def _read_text(path: Path) -> str:
