@@ -21,10 +21,41 @@ Conventions (shared with ``sim.TrackEnv``):
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from tracks.common import parse_size
+
+#: The camera a pilot gets when it names none (H, W).
+DEFAULT_IMAGE_SIZE: tuple[int, int] = (120, 160)
+OBS_MODES = ("image", "state", "image+state")
+
+
+@dataclass(frozen=True)
+class PilotNeeds:
+    """What a pilot needs from the env; the closed loop builds the env from this.
+
+    Declared by the pilot (its ``needs`` attribute), never guessed from metadata keys.
+    """
+
+    obs_mode: str = "image"  # "image", "state" or "image+state" (sim.TrackEnv obs_mode)
+    image_size: tuple[int, int] | None = None  # camera (H, W); None: DEFAULT_IMAGE_SIZE
+    throttle: bool = False  # its throttle drives the motors; False: cruise control holds speed
+    privileged: bool = False  # reads the true pose and the track (gets set_track after reset)
+
+    def __post_init__(self) -> None:
+        if self.obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", parse_size(self.image_size, what="image_size"))
+
+    @property
+    def camera(self) -> tuple[int, int]:
+        """The camera size to render: the pilot's own, else the default."""
+        return self.image_size or DEFAULT_IMAGE_SIZE
 
 
 @runtime_checkable
@@ -33,6 +64,8 @@ class Pilot(Protocol):
 
     #: Short unique name, used in datasets and on the leaderboard.
     name: str
+    #: What it needs from the env (observation, camera, throttle, privileged state).
+    needs: PilotNeeds
 
     def reset(self) -> None:
         """Forget any state carried between frames (called at every env reset)."""
@@ -42,6 +75,24 @@ class Pilot(Protocol):
 
     def metadata(self) -> dict[str, Any]:
         """JSON-serialisable description (kind, settings, checkpoint hash ...)."""
+
+
+def pilot_needs(pilot: Any) -> PilotNeeds:
+    """The pilot's declared :class:`PilotNeeds`; a pilot that declares none (a user's
+    duck-typed object) gets the default: 120x160 camera image, cruise control."""
+    needs = getattr(pilot, "needs", None)
+    if needs is None:
+        return PilotNeeds(privileged=callable(getattr(pilot, "set_track", None)))
+    if not isinstance(needs, PilotNeeds):
+        raise ValueError(f"pilot {getattr(pilot, 'name', pilot)!r}: needs must be a PilotNeeds")
+    return needs
+
+
+def pilot_metadata(pilot: Any) -> dict[str, Any]:
+    """``pilot.metadata()`` as a dict (empty when the pilot has none)."""
+    meta = getattr(pilot, "metadata", None)
+    out = meta() if callable(meta) else {}
+    return dict(out) if isinstance(out, dict) else {}
 
 
 def as_action(steering: float, throttle: float = 0.0) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import as_action
+from agents.base import PilotNeeds, as_action
 
 __all__ = ["EdgeConfig", "EdgePilot", "find_lines", "scharr_x"]
 
@@ -115,6 +115,8 @@ def find_lines(
 
 class EdgePilot:
     """Classical lane follower (see the module docstring); implements ``agents.base.Pilot``."""
+
+    needs = PilotNeeds(obs_mode="image")
 
     def __init__(self, config: EdgeConfig | None = None, name: str = "edge") -> None:
         self.config = config or EdgeConfig()
@@ -255,3 +257,8 @@ class EdgePilot:
             "method": "scharr-edges+pd",
             **asdict(self.config),
         }
+
+
+def load_spec(target: Any, *, device: str = "cpu", speed: float = 2.0) -> EdgePilot:
+    """The registry's loader (``agents.registry``): the edge-filter lane follower."""
+    return EdgePilot()

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from agents.base import (
+    PilotNeeds,
     as_action,
     read_described_weights,
     resolve_checkpoint_json,
@@ -128,6 +129,9 @@ class CNNPilot:
         self.sha256 = self.record.get("weights_sha256")
         self.name = name or f"cnn-{model.arch}" + (f"-{self.sha256[:8]}" if self.sha256 else "")
         self._throttle = "throttle" in model.targets and model.output_kind == "regression"
+        # Steering only: cruise control holds the speed. The camera is the default one
+        # (the model resizes it to its input).
+        self.needs = PilotNeeds(obs_mode="image", image_size=None)
 
     def reset(self) -> None:
         """Stateless: nothing to forget."""
@@ -191,3 +195,8 @@ def load_pilot(
         decode=decode,
         checkpoint=resolve_checkpoint(checkpoint),
     )
+
+
+def load_spec(target: str | Path, *, device: str = "cpu", speed: float = 2.0) -> CNNPilot:
+    """The registry's loader (``agents.registry``): a CNN checkpoint."""
+    return load_pilot(target, device=device)

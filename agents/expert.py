@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import as_action
+from agents.base import PilotNeeds, as_action
+from agents.loop import ClosedLoop
 from sim.car import CarParams
+from sim.env import TrackEnv
 from tracks import Track
 
 
@@ -69,6 +71,9 @@ class ExpertPilot:
         self.config = config or ExpertConfig()
         self.car = car or CarParams()
         self.name = "expert"
+        # The true pose and the track, no camera. Judged like every steering pilot,
+        # under cruise control; the recorder gives it the motors (throttle=True).
+        self.needs = PilotNeeds(obs_mode="state", privileged=True)
         self._rng = np.random.default_rng(seed)
         self._drift_left = 0
         self._drift_sign = 1.0
@@ -132,33 +137,34 @@ class ExpertPilot:
         return {"kind": "expert", "name": self.name, **asdict(self.config)}
 
 
+def load_spec(target: Any, *, device: str = "cpu", speed: float = 2.0) -> ExpertPilot:
+    """The registry's loader (``agents.registry``): the expert at cruise ``speed``."""
+    return ExpertPilot(None, ExpertConfig(cruise_speed=speed))
+
+
 def check_laps(
     track: str, direction: str, speed: float, laps: int, seed: int = 0
 ) -> dict[str, Any]:
     """Drive ``laps`` laps with the expert (state observations: it needs no camera)."""
-    from sim.env import TrackEnv
-
     env = TrackEnv(
         track=track, direction=direction, obs_mode="state", fixed_speed=None, max_laps=laps
     )
-    obs, info = env.reset(seed=seed)
-    expert = ExpertPilot(env.track, ExpertConfig(cruise_speed=speed), env.car_params, seed=seed)
-    max_cte = 0.0
-    limit = int(laps * env.track.length / ExpertConfig.min_speed * env.control_hz) + 100
-    for _ in range(limit):
-        obs, _, terminated, _, info = env.step(expert.act(obs, info))
-        max_cte = max(max_cte, abs(info["lateral"]))
-        if terminated:
-            break
-    env.close()
+    try:
+        expert = ExpertPilot(None, ExpertConfig(cruise_speed=speed), env.car_params, seed=seed)
+        loop = ClosedLoop(env, expert, throttle=True, on_leave_road="stop", trajectory_hz=None)
+        loop.reset(seed=seed)
+        limit = int(laps * env.track.length / ExpertConfig.min_speed * env.control_hz) + 100
+        run = loop.run(laps, max_steps=limit)
+    finally:
+        env.close()
     return {
         "track": track,
         "direction": direction,
         "speed": speed,
-        "laps": info["lap"],
-        "off_track": bool(info["off_track"] or info["flipped"]),
-        "max_abs_cte": max_cte,
-        "mean_lap_time": float(np.mean(info["lap_times"])) if info["lap_times"] else None,
+        "laps": run.laps_completed,
+        "off_track": run.interventions > 0,
+        "max_abs_cte": run.max_abs_cte,
+        "mean_lap_time": run.mean_lap_time,
     }
 
 

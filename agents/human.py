@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agents.base import as_action
+from agents.base import PilotNeeds, as_action
 
 #: Keyboard controls tracked by :class:`KeyboardState`.
 CONTROLS = ("left", "right", "up", "down")
@@ -229,6 +229,8 @@ class HumanPilot:
     to make that takeover bumpless (the smoothed command starts from what the
     car is currently doing, not from zero).
     """
+
+    needs = PilotNeeds(obs_mode="image", throttle=True)
 
     def __init__(self, config: HumanConfig | None = None) -> None:
         self.config = config or HumanConfig()

@@ -38,6 +38,7 @@ import torch
 from gymnasium import spaces
 
 from agents.base import (
+    PilotNeeds,
     as_action,
     read_described_weights,
     resolve_checkpoint_json,
@@ -283,6 +284,15 @@ def read_sb3_policy(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.T
 
 
 # ----------------------------------------------------------------- the pilot
+def _space_image_size(space: spaces.Space) -> tuple[int, int] | None:
+    """(H, W) of the image in a policy's raw observation space, if it has one."""
+    if isinstance(space, spaces.Dict):
+        space = space.spaces.get("image")
+    if isinstance(space, spaces.Box) and len(space.shape) == 3:
+        return int(space.shape[0]), int(space.shape[1])
+    return None
+
+
 class SB3Pilot:
     """A stable-baselines3 policy behind the ``agents.base.Pilot`` protocol.
 
@@ -332,6 +342,12 @@ class SB3Pilot:
             }
         tag = f"-{self.sha256[:8]}" if self.sha256 else ""
         self.name = name or f"sb3-{self.algo}-{self.obs_mode}{tag}"
+        self.needs = PilotNeeds(
+            obs_mode=self.obs_mode,
+            # such a policy takes exactly the frames it was trained on
+            image_size=_space_image_size(self.observation_space),
+            throttle=list(record.get("action_meaning") or []) == ["steering", "throttle"],
+        )
         self._stack: dict[str | None, np.ndarray] | None = None
 
     # -- protocol
@@ -467,3 +483,8 @@ def load_sb3_pilot(path: str | Path, device: str | torch.device = "cpu") -> SB3P
         return SB3Pilot(policy, record, obs_norm_stats=stats, device=device, checkpoint=jpath)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{jpath}: invalid SB3 policy description ({e})") from None
+
+
+def load_spec(target: str | Path, *, device: str = "cpu", speed: float = 2.0) -> SB3Pilot:
+    """The registry's loader (``agents.registry``): a stable-baselines3 policy."""
+    return load_sb3_pilot(target, device=device)

@@ -21,6 +21,7 @@ exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -32,6 +33,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.base import PilotNeeds, pilot_metadata, pilot_needs
+from agents.loop import ClosedLoop
+from agents.registry import load_pilot
+from evaluation import runner
 from evaluation.latency import (
     LatencySetting,
     LatencyStats,
@@ -51,6 +56,10 @@ from evaluation.runner import (
     plot_sweep,
     run_many,
 )
+from sim.env import TrackEnv
+from sim.io_utils import atomic_write_json, file_lock
+from tracks import HELDOUT_TRACKS, load_track
+from tracks.common import DIRECTIONS
 
 __all__ = [
     "DEFAULT_OUT",
@@ -68,12 +77,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_OUT = Path("trackpilot_out") / "eval"
-DIRECTIONS = ("ccw", "cw")
 
 
 def _default_tracks() -> tuple[str, ...]:
-    from tracks import HELDOUT_TRACKS
-
     return tuple(HELDOUT_TRACKS)
 
 
@@ -138,7 +144,7 @@ class PilotInfo:
     name: str
     kind: str
     meta: dict[str, Any]
-    env: dict[str, Any]  # evaluation.pilots.pilot_env_settings
+    needs: PilotNeeds  # what it needs from the env
     latency_mode: str
     latency_s: float
     stats: LatencyStats | None  # when measured
@@ -165,27 +171,21 @@ def prepare_pilot(
     camera size it will be evaluated with. The loaded pilot is kept in this process's
     cache, so runs in this process reuse it.
     """
-    from evaluation import runner
-    from evaluation.pilots import is_privileged, load_pilot_spec, pilot_env_settings
-
-    pilot = load_pilot_spec(spec, device=device, speed=speed)
+    pilot = load_pilot(spec, device=device, speed=speed)
     runner._PILOT_CACHE[(spec, device, speed)] = pilot
-    env_settings = pilot_env_settings(pilot)
+    needs = pilot_needs(pilot)
     stats = None
     if setting.mode == "measured":
-        from sim.env import TrackEnv
-
         env = TrackEnv(
             track=track,
-            obs_mode=env_settings["obs_mode"],
-            image_size=env_settings["image_size"],
-            fixed_speed=None if env_settings["throttle"] else speed,
+            obs_mode=needs.obs_mode,
+            image_size=needs.camera,
+            fixed_speed=None if needs.throttle else speed,
         )
         try:
-            obs, info = env.reset(seed=0)
-            if is_privileged(pilot) and hasattr(pilot, "set_track"):
-                pilot.set_track(env.track)
-            pilot.reset()
+            # The observation the pilot will see, reset as the closed loop resets it.
+            loop = ClosedLoop(env, pilot, speed=speed)
+            obs, info = loop.reset(seed=0)
             stats = measure_latency(pilot, obs, info, warmup=warmup, n=n)
         finally:
             env.close()
@@ -199,18 +199,26 @@ def prepare_pilot(
         )
     else:
         latency_s = float(setting.value_s or 0.0)
-    meta = runner._pilot_meta(pilot)
+    meta = pilot_metadata(pilot)
     return PilotInfo(
         spec=spec,
         name=str(meta.get("name", getattr(pilot, "name", spec))),
         kind=str(meta.get("kind", "unknown")),
         meta=meta,
-        env=env_settings,
+        needs=needs,
         latency_mode=setting.mode,
         latency_s=latency_s,
         stats=stats,
         device=stats.device if stats else str(meta.get("device", device)),
     )
+
+
+#: The fields a row takes over from the run unchanged (one set of metric names).
+_RUN_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(ResultRow)
+    if f.name in RunResult.__dataclass_fields__ and f.name not in ("pilot", "pilot_kind")
+)
 
 
 def make_row(
@@ -220,51 +228,24 @@ def make_row(
     sweep: bool = False,
     date: str | None = None,
 ) -> ResultRow:
-    """The leaderboard row of one run."""
+    """The leaderboard row of one run: the run's own fields plus who was judged, on
+    which hardware, with which code, when."""
     meta = pilot.meta
     sha = meta.get("checkpoint_sha256") or meta.get("sha256")
-    laps = list(result.lap_times_s)
     measured = result.latency_mode == "measured" and pilot.stats is not None
     return ResultRow(
+        **{name: getattr(result, name) for name in _RUN_FIELDS},
         pilot=pilot.name,
         pilot_kind=pilot.kind,
         pilot_spec=pilot.spec,
         checkpoint_sha256=str(sha) if sha else None,
         dataset_fingerprint=meta.get("dataset_fingerprint"),
-        track=result.track,
-        track_hash=result.track_hash,
-        direction=result.direction,
-        speed=result.speed,
-        laps_target=result.laps_target,
-        seed=result.seed,
-        latency_mode=result.latency_mode,
-        latency_ms=result.latency_ms,
         latency_p95_ms=pilot.stats.p95_ms if measured else None,
-        control_period_ms=result.control_period_s * 1000.0,
-        effective_control_hz=result.effective_control_hz,
         device=describe_device(pilot.device),
         hardware=hardware_fingerprint(pilot.device),
         code_version=code_version(),
         date=date or now_iso(),
-        laps_completed=result.laps_completed,
-        off_track=result.off_track_events,
-        flips=result.flips,
-        interventions=result.interventions,
-        autonomy=result.autonomy_pct,
-        mean_abs_cte=result.mean_abs_cte_m,
-        max_abs_cte=result.max_abs_cte_m,
-        lap_times=laps,
-        mean_lap_time=sum(laps) / len(laps) if laps else None,
-        mean_speed=result.mean_speed_m_s,
-        mean_steering=result.mean_steering,
-        elapsed_s=result.elapsed_s,
-        completed=result.completed,
         sweep=sweep,
-        obs_mode=result.obs_mode,
-        image_size=list(result.image_size),
-        video=result.video_path,
-        interventions_at=result.interventions_at,
-        trajectory=result.trajectory,
     )
 
 
@@ -277,8 +258,6 @@ def _video_path(cfg: EvalConfig, pilot: PilotInfo, track: str, direction: str, s
 
 def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]:
     """Run ``cfg``: load and time each pilot, run every job, return (and write) the rows."""
-    from tracks import load_track
-
     device = resolve_device(cfg.device)
     setting = cfg.latency_setting
     for t in cfg.tracks:  # fail before any work on a bad track
@@ -367,8 +346,6 @@ def evaluate(
 def _write(
     cfg: EvalConfig, rows: list[ResultRow], results: list[RunResult], sweep: list[bool]
 ) -> None:
-    from sim.io_utils import atomic_write_json, file_lock
-
     out = Path(cfg.out_dir or DEFAULT_OUT)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "config.json", asdict(cfg))

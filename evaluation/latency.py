@@ -26,6 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.base import resolve_device
+from agents.loop import latency_substeps
+
 __all__ = [
     "LATENCY_MODES",
     "MAX_LATENCY_S",
@@ -122,18 +125,6 @@ def _fixed(seconds: float, text: str) -> LatencySetting:
     return LatencySetting("fixed", seconds)
 
 
-def latency_substeps(latency_s: float, physics_hz: int) -> int:
-    """The latency in whole physics substeps, rounded up.
-
-    A command whose inference ends between two physics steps can only act from the
-    next one. A tiny tolerance keeps exact multiples (50 ms at 240 Hz = 12) exact
-    despite floating point.
-    """
-    if not math.isfinite(latency_s) or latency_s < 0:
-        raise ValueError(f"latency must be finite and >= 0 s, got {latency_s}")
-    return max(0, math.ceil(latency_s * physics_hz - 1e-6))
-
-
 @dataclass(frozen=True)
 class LatencyStats:
     """Batch-1 inference time of one pilot, from :func:`measure_latency`."""
@@ -192,24 +183,6 @@ def pilot_device(pilot: Any) -> str:
     if device is None:
         device = getattr(pilot, "device", None)
     return str(device) if device is not None else "cpu"
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when available else ``"cpu"``; checks the others."""
-    d = str(device).strip().lower()
-    if d == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d == "cpu":
-        return "cpu"
-    if d == "cuda" or d.startswith("cuda:"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        return d
-    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
 
 
 @functools.cache

@@ -13,19 +13,15 @@ import dataclasses
 import functools
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from tracks.common import now_iso
 
 __all__ = ["RESULT_ROW_VERSION", "ResultRow", "code_version", "now_iso"]
 
 #: Bumped when fields change meaning or are removed (adding fields keeps the version).
 RESULT_ROW_VERSION = 1
-
-
-def now_iso() -> str:
-    """The current time, ISO 8601 in UTC, to the second."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @functools.cache

@@ -18,6 +18,7 @@ from sim.car import CarParams, RaceCar
 from sim.plane import GROUND, SKY, palette, plane_image
 from sim.world import CameraSpec, Colors, View, World, camera_view, ground_mask, make_view
 from tracks import Track, generate_track, load_track
+from tracks.common import DIRECTIONS
 
 ENV_ID = "trackpilot/TrackDrive-v0"
 ENV_VERSION = 0
@@ -25,7 +26,6 @@ ENV_VERSION = 0
 OBS_MODES = ("image", "image+state", "state")
 RENDER_VIEWS = ("chase", "topdown", "camera")
 CAMERA_RENDERERS = ("plane", "tiny")
-DIRECTIONS = ("ccw", "cw")
 STATE_FIELDS = (
     "speed/3",
     "lateral/half_width",

@@ -23,13 +23,22 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from agents.expert import ExpertConfig
+from agents.expert import ExpertConfig, ExpertPilot
+from agents.loop import ClosedLoop, LoopObserver
+from sim.dataset import DatasetWriter, EpisodeMeta
+from sim.env import ENV_ID, ENV_VERSION, TrackEnv
+from sim.pool import imap_unordered
+from sim.world import CameraSpec
+from tracks import load_track
+from tracks.cliargs import add_config_args, config_from_args
+from tracks.common import DIRECTIONS, parse_size
 
 logger = logging.getLogger(__name__)
 
@@ -90,25 +99,31 @@ def frames_to_arrays(frames: dict[str, list]) -> dict[str, np.ndarray]:
 class RecordConfig:
     """What to record (one run of ``python -m sim.record``)."""
 
-    tracks: tuple[str, ...] = ("oval",)  # built-in names, gen:<seed>, or track files
-    directions: tuple[str, ...] = ("ccw", "cw")
+    tracks: tuple[str, ...] = ("oval",)  # comma list: built-in names, gen:<seed>, or track files
+    directions: tuple[str, ...] = DIRECTIONS  # ccw, cw or ccw,cw
     laps: int = 5  # laps per episode
-    episodes: int = 1  # episodes per (track, direction)
-    image_size: tuple[int, int] = (120, 160)
+    episodes: int = 1  # episodes per track and direction
+    image_size: tuple[int, int] = (120, 160)  # camera HxW
     expert: ExpertConfig = field(default_factory=ExpertConfig)
-    # "random": each episode starts at an arc length drawn from its seed, so repeated
-    # episodes of one track and direction differ; "line": all start on the start line
-    start: str = "random"
-    domain_randomization: bool = False
-    seed: int = 0
+    start: str = field(
+        default="random",
+        metadata={
+            "choices": ("line", "random"),
+            "help": "where episodes start: a random arc length per episode, so repeated "
+            "episodes of one track and direction differ, or the start line",
+        },
+    )
+    domain_randomization: bool = False  # seeded colours, light and camera jitter per episode
+    seed: int = 0  # the dataset's seed: each episode's own seed is derived from it
     max_seconds: float = 600.0  # simulated-time cap per episode
 
     def __post_init__(self) -> None:
         if not self.tracks:
             raise ValueError("at least one track is needed")
-        bad = [d for d in self.directions if d not in ("ccw", "cw")]
+        bad = [d for d in self.directions if d not in DIRECTIONS]
         if bad or not self.directions:
             raise ValueError(f"directions must be ccw and/or cw, got {list(self.directions)}")
+        parse_size(self.image_size, what="image_size")
         if self.laps < 1 or self.episodes < 1:
             raise ValueError("laps and episodes must be >= 1")
         if self.start not in ("line", "random"):
@@ -143,9 +158,6 @@ def dataset_info(cfg: RecordConfig) -> dict:
     """The dataset-level self-description written into the manifest."""
     import pybullet
 
-    from sim.env import ENV_ID, ENV_VERSION, TrackEnv
-    from sim.world import CameraSpec
-
     env = TrackEnv(image_size=cfg.image_size)
     info = {
         "env_id": ENV_ID,
@@ -164,20 +176,24 @@ def dataset_info(cfg: RecordConfig) -> dict:
 
 
 def _dist_version(name: str) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(name)
     except PackageNotFoundError:
         return None
 
 
+class _Frames(LoopObserver):
+    """Every frame the expert looks at, with its noise-free label."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, list] = {k: [] for k in FRAME_KEYS}
+
+    def on_frame(self, obs, info: dict, command: np.ndarray) -> None:
+        append_frame(self.frames, obs, command, info)
+
+
 def record_episode(job: dict, cfg: RecordConfig, out: str) -> dict:
     """Drive one episode with the expert and write it. Runs in a worker process."""
-    from agents.expert import ExpertPilot
-    from sim.dataset import DatasetWriter, EpisodeMeta
-    from sim.env import TrackEnv
-
     t0 = time.perf_counter()
     env = TrackEnv(
         track=job["track"],
@@ -187,22 +203,28 @@ def record_episode(job: dict, cfg: RecordConfig, out: str) -> dict:
         max_laps=cfg.laps,
         domain_randomization=cfg.domain_randomization,
     )
-    obs, info = env.reset(seed=job["seed"], options={"start": cfg.start})
-    expert = ExpertPilot(env.track, cfg.expert, env.car_params, seed=job["seed"])
-    max_steps = int(cfg.max_seconds * env.control_hz)
-    frames: dict[str, list] = {k: [] for k in FRAME_KEYS}
-    crashed = False
-    for _ in range(max_steps):
-        label = expert.act(obs, info)
-        append_frame(frames, obs, label, info)
-        obs, _, terminated, _, info = env.step(expert.executed(label))
-        if terminated:
-            crashed = info["off_track"] or info["flipped"]
-            break
+    expert = ExpertPilot(None, cfg.expert, env.car_params, seed=job["seed"])
+    recorder = _Frames()
+    # The expert drives the motors; its labels are clean, what it executes is perturbed.
+    loop = ClosedLoop(
+        env,
+        expert,
+        throttle=True,
+        on_leave_road="stop",
+        perturb=expert.executed,
+        observers=[recorder],
+        trajectory_hz=None,
+    )
+    try:
+        loop.reset(seed=job["seed"], options={"start": cfg.start})
+        run = loop.run(cfg.laps, max_steps=int(cfg.max_seconds * env.control_hz))
+    finally:
+        env.close()
+    frames, info = recorder.frames, loop.info
+    crashed = bool(run.interventions)
     track = env.track
     laps_done = info["lap"]
     lap_times = info["lap_times"]
-    env.close()
     result = {
         "key": job["key"],
         "frames": len(frames["t"]),
@@ -244,10 +266,6 @@ def dataset_info_cached(cfg: RecordConfig) -> dict:
 
 def record(cfg: RecordConfig, out: str | Path, workers: int = 1, progress: bool = True) -> dict:
     """Record every episode of ``cfg`` not yet in ``out``; return a summary."""
-    from tqdm import tqdm
-
-    from sim.dataset import DatasetWriter
-
     out = str(out)
     e = cfg.expert
     if cfg.episodes > 1 and cfg.start == "line" and not (e.steer_noise or e.drift_prob):
@@ -263,21 +281,13 @@ def record(cfg: RecordConfig, out: str | Path, workers: int = 1, progress: bool 
     results: list[dict] = []
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), unit="ep", disable=not progress, desc="recording")
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            results.append(record_episode(job, cfg, out))
+    try:
+        for _, result in imap_unordered(record_episode, jobs, workers, args=(cfg, out)):
+            results.append(result)
             bar.update(1)
             bar.set_postfix(frames=sum(r["frames"] for r in results))
-    else:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(record_episode, job, cfg, out) for job in jobs]
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                bar.update(1)
-                bar.set_postfix(frames=sum(r["frames"] for r in results))
-    bar.close()
+    finally:
+        bar.close()
     wall = time.perf_counter() - t0
     frames = sum(r["frames"] for r in results if "error" not in r)
     return {
@@ -292,71 +302,39 @@ def record(cfg: RecordConfig, out: str | Path, workers: int = 1, progress: bool 
     }
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 120x160, got {text!r}") from None
-    return h, w
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(",") if t.strip())
+#: Expert settings on the command line, under the recorder's short names.
+EXPERT_FLAGS = {
+    "cruise_speed": "--speed",
+    "line_offset": "--offset",
+    "steer_noise": "--noise",
+    "drift_prob": "--drift",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m sim.record", description="Record expert laps headless."
     )
-    ap.add_argument(
-        "--tracks", type=_csv, default=("oval",), help="comma list: names, gen:<seed>, files"
-    )
-    ap.add_argument("--directions", type=_csv, default=("ccw", "cw"), help="ccw, cw or ccw,cw")
-    ap.add_argument("--laps", type=int, default=5, help="laps per episode")
-    ap.add_argument("--episodes", type=int, default=1, help="episodes per track and direction")
-    ap.add_argument("--speed", type=float, default=2.0, help="expert cruise speed, m/s")
-    ap.add_argument("--image-size", type=_size, default=(120, 160), help="camera HxW")
-    ap.add_argument("--offset", type=float, default=0.0, help="expert line offset, m (+ left)")
-    ap.add_argument("--noise", type=float, default=0.0, help="std of executed steering noise")
-    ap.add_argument(
-        "--drift", type=float, default=0.0, help="per-step chance of a drift-and-recover phase"
+    add_config_args(ap, RecordConfig, exclude=("expert",))
+    add_config_args(
+        ap.add_argument_group("expert"), ExpertConfig, only=EXPERT_FLAGS, flags=EXPERT_FLAGS
     )
     ap.add_argument(
-        "--start",
-        choices=("line", "random"),
-        default="random",
-        help="where episodes start: a random arc length per episode (default) or the start line",
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="recording processes (default: all cores, %(default)s here)",
     )
-    ap.add_argument("--domain-randomization", action="store_true")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="dataset directory (created or resumed)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        expert = ExpertConfig(
-            cruise_speed=args.speed,
-            line_offset=args.offset,
-            steer_noise=args.noise,
-            drift_prob=args.drift,
-        )
-        cfg = RecordConfig(
-            tracks=args.tracks,
-            directions=args.directions,
-            laps=args.laps,
-            episodes=args.episodes,
-            image_size=args.image_size,
-            expert=expert,
-            start=args.start,
-            domain_randomization=args.domain_randomization,
-            seed=args.seed,
-        )
-        from tracks import load_track
-
+        expert = config_from_args(ExpertConfig, args)
+        cfg = config_from_args(RecordConfig, args, expert=expert)
         for t in cfg.tracks:
             if not t.startswith("gen:"):
                 load_track(t)  # fail fast on a bad name or file, before any worker starts

@@ -143,7 +143,7 @@ def test_same_seed_same_run(tiny_track) -> None:
         for _ in range(2)
     ]
     assert runs[0].trajectory == runs[1].trajectory
-    assert runs[0].mean_abs_cte_m == runs[1].mean_abs_cte_m
+    assert runs[0].mean_abs_cte == runs[1].mean_abs_cte
 
 
 # --------------------------------------------------------------------------- metrics
@@ -168,24 +168,24 @@ def test_intervention_recentres_and_the_run_goes_on(tiny_track) -> None:
     pilot = ScriptedPilot(steer)
     pilot.set_track = expert.set_track
     r = run_closed_loop(pilot, tiny_track, laps=1, **STATE)
-    assert r.interventions == r.off_track_events == 1
+    assert r.interventions == r.off_track == 1
     assert len(r.interventions_at) == 1
     assert r.crashed and not r.ok
     assert r.completed and r.laps_completed == 1  # it went on and finished the lap
-    assert r.autonomy_pct == pytest.approx(100 * (1 - 6.0 / r.elapsed_s))
+    assert r.autonomy == pytest.approx(100 * (1 - 6.0 / r.elapsed_s))
     assert pilot.resets == 2  # at the start and after the intervention
-    assert r.max_abs_cte_m > 0.5 + 0.15  # the excursion is in the CTE
+    assert r.max_abs_cte > 0.5 + 0.15  # the excursion is in the CTE
 
 
 def test_metrics_of_a_clean_lap(tiny_track) -> None:
     r = run_closed_loop(RecordingExpert(), tiny_track, laps=2, obs_mode="state")
     assert r.completed and r.laps_completed == 2 and r.interventions == 0
-    assert r.autonomy_pct == 100.0
-    assert len(r.lap_times_s) == 2 and all(5.0 < t < 8.0 for t in r.lap_times_s)
-    assert 1.8 < r.mean_speed_m_s < 2.2
-    assert 0 < r.mean_abs_cte_m <= r.max_abs_cte_m < 0.3
+    assert r.autonomy == 100.0
+    assert len(r.lap_times) == 2 and all(5.0 < t < 8.0 for t in r.lap_times)
+    assert 1.8 < r.mean_speed < 2.2
+    assert 0 < r.mean_abs_cte <= r.max_abs_cte < 0.3
     assert r.mean_steering > 0  # a left-hand circle
-    assert r.elapsed_s < sum(r.lap_times_s) + 0.05 + 0.05  # stops right after the laps
+    assert r.elapsed_s < sum(r.lap_times) + 0.05 + 0.05  # stops right after the laps
     assert len(r.trajectory) == pytest.approx(r.elapsed_s * 10, abs=2)
     assert r.track == "tiny" and r.direction == "ccw" and r.pilot_kind == "expert"
 
@@ -243,7 +243,7 @@ def test_run_many_in_subprocesses_matches_serial() -> None:
 
 def _result(latency_ms: float, ok: bool, **kw) -> RunResult:
     base = RunResult(
-        pilot_name="p",
+        pilot="p",
         pilot_kind="test",
         track="oval",
         track_hash="h",
@@ -252,26 +252,30 @@ def _result(latency_ms: float, ok: bool, **kw) -> RunResult:
         laps_target=1,
         seed=0,
         latency_mode="fixed",
-        latency_s=latency_ms / 1000,
+        latency_ms=latency_ms,
         latency_substeps=0,
         obs_mode="state",
-        image_size=(120, 160),
-        control_period_s=0.05,
+        image_size=[120, 160],
+        control_period_ms=50.0,
         laps_completed=1 if ok else 0,
-        off_track_events=0 if ok else 2,
+        off_track=0 if ok else 2,
         flips=0,
         interventions=0 if ok else 2,
-        autonomy_pct=100.0,
-        mean_abs_cte_m=0.0,
-        max_abs_cte_m=0.0,
-        lap_times_s=[],
-        mean_speed_m_s=2.0,
+        autonomy=100.0,
+        mean_abs_cte=0.0,
+        max_abs_cte=0.0,
+        lap_times=[],
+        mean_lap_time=None,
+        mean_speed=2.0,
         mean_steering=0.0,
-        progress_m=0.0,
         elapsed_s=10.0,
+        completed=ok,
+        progress_m=0.0,
+        steps=200,
         inferences=10,
         effective_control_hz=1.0,
-        completed=ok,
+        episode_return=0.0,
+        stalled=False,
         max_time_s=60.0,
     )
     return dataclasses.replace(base, **kw)
@@ -304,7 +308,7 @@ def test_video_of_a_run(tiny_track, tmp_path) -> None:
         video_path=tmp_path / "run.mp4",
         image_size=(48, 64),
     )
-    path = tmp_path / r.video_path.split("/")[-1]
+    path = tmp_path / r.video.split("/")[-1]
     assert path.is_file() and path.suffix in (".mp4", ".gif")
     if path.suffix == ".gif":
         with Image.open(path) as im:

@@ -29,7 +29,7 @@ import re
 import tokenize
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tracks.common import format_size, parse_size
@@ -151,13 +151,16 @@ def add_config_args(
     only: Iterable[str] | None = None,
     exclude: Iterable[str] = (),
     help: Mapping[str, str] | None = None,  # noqa: A002 - mirrors argparse
+    flags: Mapping[str, str | Sequence[str]] | None = None,
     defaults: Any = None,
 ) -> list[str]:
     """Add one flag per field of dataclass ``cls``; returns the field names added.
 
-    ``only``/``exclude`` pick fields; ``help`` overrides help texts; ``defaults`` (an
-    instance) is the config whose values ``--help`` shows (the class defaults if None).
-    A field without a default becomes a required flag.
+    ``only``/``exclude`` pick fields; ``help`` overrides help texts; ``flags`` gives a
+    field other flag names than :func:`flag_name` (``{"cruise_speed": "--speed"}``, or a
+    list of aliases); ``defaults`` (an instance) is the config whose values ``--help``
+    shows (the class defaults if None). A field without a default becomes a required
+    flag. The parsed value is stored under the field's name either way.
     """
     hints = typing.get_type_hints(cls)
     chosen = set(only) if only is not None else None
@@ -183,9 +186,11 @@ def add_config_args(
         kw["help"] = text.replace("%", "%%")
         if "choices" in f.metadata:
             kw["choices"] = list(f.metadata["choices"])
+        names = (flags or {}).get(f.name) or flag_name(f.name)
+        names = [names] if isinstance(names, str) else list(names)
         if tp is bool and "parse" not in f.metadata:
             kw["action"] = argparse.BooleanOptionalAction
-            parser.add_argument(flag_name(f.name), **kw)
+            parser.add_argument(*names, **kw)
             added.append(f.name)
             continue
         conv = _wrap(f.metadata["parse"]) if "parse" in f.metadata else _scalar(tp, f.name)
@@ -197,11 +202,13 @@ def add_config_args(
 
         kw["type"] = conv
         kw["metavar"] = f.metadata.get("metavar") or (
-            "HxW" if f.name.endswith("size") and typing.get_origin(tp) is tuple else None
+            "HxW"
+            if f.name.endswith("size") and typing.get_origin(tp) is tuple
+            else names[0].lstrip("-").replace("-", "_").upper()
         )
         if kw["metavar"] is None:
             del kw["metavar"]
-        parser.add_argument(flag_name(f.name), **kw)
+        parser.add_argument(*names, **kw)
         added.append(f.name)
     return added
 
