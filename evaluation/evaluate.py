@@ -59,6 +59,7 @@ from evaluation.runner import (
 from sim.env import TrackEnv
 from sim.io_utils import atomic_write_json, file_lock
 from tracks import HELDOUT_TRACKS, load_track
+from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import DIRECTIONS
 
 __all__ = [
@@ -83,26 +84,36 @@ def _default_tracks() -> tuple[str, ...]:
     return tuple(HELDOUT_TRACKS)
 
 
+def _ms_list(text: str) -> tuple[float, ...]:
+    return tuple(float(x.strip().removesuffix("ms")) for x in text.split(",") if x.strip())
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """One evaluation: which pilots, where, how, and with which latency."""
 
-    pilots: tuple[str, ...]  # pilot specs (evaluation.pilots.load_pilot_spec)
-    tracks: tuple[str, ...] = field(default_factory=_default_tracks)  # names, gen:<seed>, files
-    directions: tuple[str, ...] = DIRECTIONS
-    laps: int = 3
+    pilots: tuple[str, ...]  # pilot specs (agents.registry.load_pilot)
+    tracks: tuple[str, ...] = field(
+        default_factory=_default_tracks,
+        metadata={"help": "comma-separated track names, gen:<seed> or files (held-out tracks)"},
+    )
+    directions: tuple[str, ...] = DIRECTIONS  # ccw, cw or ccw,cw
+    laps: int = 3  # laps per run
     speed: float = 2.0  # m/s, held by cruise control
     latency: str = "measured"  # "measured", "0" or a fixed value ("70ms", "0.07s")
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0,)  # comma-separated seeds: one run per seed
     workers: int = 1  # processes for the runs (1: in this process)
     device: str = "cpu"  # where pilots run: cpu, cuda, cuda:N or auto
     sweep: bool = False  # also sweep fixed latencies (first seed only)
-    sweep_latencies_ms: tuple[float, ...] = DEFAULT_SWEEP_MS
-    max_time_s: float | None = None  # per run; None: runner.default_max_time
-    video_dir: str | None = None  # write a video of every (non-sweep) run here
+    sweep_latencies_ms: tuple[float, ...] = field(
+        default=DEFAULT_SWEEP_MS,
+        metadata={"help": "comma-separated ms for --sweep", "parse": _ms_list},
+    )
+    max_time_s: float | None = None  # per run, simulated seconds; none: 3x the laps' time + 20 s
+    video_dir: str | None = None  # write a video of every (non-sweep) run into this directory
     out_dir: str | None = None  # append result rows (JSON lines) here; None: no files
-    latency_warmup: int = 10
-    latency_calls: int = 50
+    latency_warmup: int = 10  # untimed calls before measuring a pilot's latency
+    latency_calls: int = 50  # timed calls: the measured latency is their median
 
     def __post_init__(self) -> None:
         if not self.pilots:
@@ -411,26 +422,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in _csv(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x.removesuffix("ms")) for x in _csv(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
+#: EvalConfig fields under other flag names.
+_FLAGS = {
+    "sweep_latencies_ms": "--sweep-latencies",
+    "max_time_s": "--max-time",
+    "video_dir": "--video",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,30 +441,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PILOT",
         help="expert, classical, a CNN checkpoint or a stable-baselines3 agent",
     )
+    add_config_args(p, EvalConfig, exclude=("pilots", "workers", "out_dir"), flags=_FLAGS)
     p.add_argument(
-        "--tracks",
-        type=_csv,
-        default=None,
-        help="comma-separated track names, gen:<seed> or files (default: held-out)",
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes for the runs (default: all cores, %(default)s here)",
     )
-    p.add_argument("--directions", type=_csv, default=DIRECTIONS, help="ccw,cw (default both)")
-    p.add_argument("--laps", type=int, default=3)
-    p.add_argument("--speed", type=float, default=2.0, help="cruise speed, m/s")
-    p.add_argument("--latency", default="measured", help="measured | 0 | 70ms | 0.07s")
-    p.add_argument("--sweep", action="store_true", help="also sweep fixed latencies")
-    p.add_argument(
-        "--sweep-latencies",
-        type=_floats,
-        default=DEFAULT_SWEEP_MS,
-        help="comma-separated ms for --sweep (default 0,20,50,70,100,150,200,300,500)",
-    )
-    p.add_argument("--seeds", type=_ints, default=(0,), help="comma-separated seeds (default 0)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
-    p.add_argument("--max-time", type=float, default=None, help="per run, simulated seconds")
-    p.add_argument("--video", default=None, metavar="DIR", help="write a video of each run here")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"output directory ({DEFAULT_OUT})")
+    p.add_argument(
+        "--out", default=str(DEFAULT_OUT), help="output directory (default: %(default)s)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--threads",
@@ -493,21 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     try:
-        cfg = EvalConfig(
-            pilots=tuple(args.pilots),
-            tracks=args.tracks or _default_tracks(),
-            directions=args.directions,
-            laps=args.laps,
-            speed=args.speed,
-            latency=args.latency,
-            seeds=args.seeds,
-            workers=args.workers,
-            device=args.device,
-            sweep=args.sweep,
-            sweep_latencies_ms=args.sweep_latencies,
-            max_time_s=args.max_time,
-            video_dir=args.video,
-            out_dir=args.out,
+        cfg = config_from_args(
+            EvalConfig, args, pilots=tuple(args.pilots), workers=args.workers, out_dir=args.out
         )
         rows = run_evaluation(cfg, progress=not args.no_progress)
     except (ValueError, OSError) as e:

@@ -118,7 +118,15 @@ def _scalar(tp: Any, name: str) -> Callable[[str], Any] | None:
             return _wrap(lambda t: parse_size(t, what=flag_name(name)))
         if len(args) == 2 and args[1] is Ellipsis and args[0] in (int, float, str):
             item = args[0]
-            return _wrap(lambda t: tuple(item(v.strip()) for v in t.split(",") if v.strip()))
+            kind = {int: "integers", float: "numbers", str: "names"}[item]
+
+            def items(text: str) -> tuple:
+                try:
+                    return tuple(item(v.strip()) for v in text.split(",") if v.strip())
+                except ValueError:
+                    raise ValueError(f"expected comma-separated {kind}, got {text!r}") from None
+
+            return _wrap(items)
         if args and all(a in (int, float) for a in args):
             n = len(args)
 
