@@ -20,14 +20,17 @@ Conventions (shared with ``sim.TrackEnv``):
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from safetensors import SafetensorError
 
 from tracks.common import parse_size
+from tracks.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
 
 #: The camera a pilot gets when it names none (H, W).
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (120, 160)
@@ -153,9 +156,7 @@ def write_described_weights(
     header holds one metadata entry (``format``): with several, their order follows a
     hash map's and the same weights could give other bytes and another sha256.
     """
-    from safetensors.torch import save
-
-    from sim.io_utils import atomic_write_bytes, atomic_write_json, sha256_bytes
+    from safetensors.torch import save  # torch: only for pilots that have weights
 
     directory = Path(directory)
     data = save(
@@ -185,12 +186,7 @@ def read_described_weights(
     ``(record, tensors, json_path)``. Any problem is one ``ValueError`` naming
     the file. Nothing is unpickled.
     """
-    import json
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    from sim.io_utils import sha256_bytes
+    from safetensors.torch import load  # torch: only for pilots that have weights
 
     jpath = resolve_checkpoint_json(path, what)
     try:
@@ -225,3 +221,30 @@ def read_described_weights(
     except (SafetensorError, ValueError) as e:
         raise ValueError(f"{weights}: not a valid safetensors file ({e})") from None
     return record, tensors, jpath
+
+
+@dataclass(frozen=True)
+class WeightsFormat:
+    """One kind of saved pilot (a CNN checkpoint, an SB3 policy): safetensors weights
+    described by a JSON file with ``format``, ``version`` and the ``required`` keys."""
+
+    fmt: str
+    version: int
+    required: tuple[str, ...]
+    what: str  # for messages: "checkpoint", "SB3 policy"
+
+    def resolve(self, path: str | Path) -> Path:
+        """The JSON for a run directory (``best.json``), a ``.json`` or a ``.safetensors``."""
+        return resolve_checkpoint_json(path, self.what)
+
+    def read(self, path: str | Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
+        """``(record, tensors, json_path)``, checked against the format and the sha256."""
+        return read_described_weights(
+            path, fmt=self.fmt, version=self.version, required=self.required, what=self.what
+        )
+
+    def write(
+        self, directory: str | Path, name: str, tensors: dict[str, Any], record: dict[str, Any]
+    ) -> Path:
+        """``NAME.safetensors`` then ``NAME.json`` (:func:`write_described_weights`)."""
+        return write_described_weights(directory, name, tensors, record, fmt=self.fmt)

@@ -25,10 +25,8 @@ import torch
 
 from agents.base import (
     PilotNeeds,
+    WeightsFormat,
     as_action,
-    read_described_weights,
-    resolve_checkpoint_json,
-    write_described_weights,
 )
 from agents.models import SteeringNet, build_model, decode_steering
 
@@ -64,25 +62,16 @@ def write_checkpoint(
         "torch_version": torch.__version__,
         **dict(extra or {}),
     }
-    return write_described_weights(
-        directory, name, dict(model.state_dict()), record, fmt=CHECKPOINT_FORMAT
-    )
+    return CHECKPOINT.write(directory, name, dict(model.state_dict()), record)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint JSON for a run directory, a ``.json`` or a ``.safetensors`` path."""
-    return resolve_checkpoint_json(path, "checkpoint")
-
-
-def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
-    """``(record, state_dict, json_path)``, checked against the format and the sha256."""
-    return read_described_weights(
-        path,
-        fmt=CHECKPOINT_FORMAT,
-        version=CHECKPOINT_VERSION,
-        required=("arch", "args", "output"),
-        what="checkpoint",
-    )
+CHECKPOINT = WeightsFormat(
+    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ("arch", "args", "output"), "checkpoint"
+)
+#: The checkpoint JSON for a run directory, a ``.json`` or a ``.safetensors`` path.
+resolve_checkpoint = CHECKPOINT.resolve
+#: ``(record, state_dict, json_path)``, checked against the format and the sha256.
+read_checkpoint = CHECKPOINT.read
 
 
 def load_model(

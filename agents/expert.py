@@ -14,6 +14,7 @@ the clone learns how to recover, never the noise.
 
 from __future__ import annotations
 
+import argparse
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from agents.base import PilotNeeds, as_action
 from agents.loop import ClosedLoop
 from sim.car import CarParams
 from sim.env import TrackEnv
-from tracks import Track
+from tracks import Track, builtin_names
 
 
 @dataclass(frozen=True)
@@ -170,10 +171,6 @@ def check_laps(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m agents.expert``: the expert's consecutive clean laps on every track."""
-    import argparse
-
-    from tracks import builtin_names
-
     ap = argparse.ArgumentParser(prog="python -m agents.expert", description=main.__doc__)
     ap.add_argument("--laps", type=int, default=10)
     ap.add_argument("--speeds", default="2,3", help="comma list of cruise speeds, m/s")

@@ -57,6 +57,7 @@ __all__ = [
     "ClosedLoop",
     "InferenceSchedule",
     "LoopObserver",
+    "Outcome",
     "RunResult",
     "StepResult",
     "autonomy_percent",
@@ -206,8 +207,26 @@ class StepResult:
     done: bool  # the run is over (laps done, step limit, stall, or left the road in "stop")
 
 
+class Outcome:
+    """``crashed`` and ``ok`` of anything with ``interventions`` and ``completed``
+    (a :class:`RunResult`, a leaderboard row)."""
+
+    interventions: int
+    completed: bool
+
+    @property
+    def crashed(self) -> bool:
+        """A crash for the leaderboard: at least one intervention."""
+        return self.interventions > 0
+
+    @property
+    def ok(self) -> bool:
+        """Completed its laps with no intervention."""
+        return self.completed and self.interventions == 0
+
+
 @dataclass
-class RunResult:
+class RunResult(Outcome):
     """One closed-loop run: its settings and what happened.
 
     The metric field names are the leaderboard store's columns
@@ -255,16 +274,6 @@ class RunResult:
     interventions_at: list[list[float]] = field(default_factory=list)  # [x, y, t]
     pilot_meta: dict[str, Any] = field(default_factory=dict)
     video: str | None = None
-
-    @property
-    def crashed(self) -> bool:
-        """A crash for the leaderboard: at least one intervention."""
-        return self.interventions > 0
-
-    @property
-    def ok(self) -> bool:
-        """Completed its laps with no intervention."""
-        return self.completed and self.interventions == 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

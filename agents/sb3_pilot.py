@@ -39,10 +39,8 @@ from gymnasium import spaces
 
 from agents.base import (
     PilotNeeds,
+    WeightsFormat,
     as_action,
-    read_described_weights,
-    resolve_checkpoint_json,
-    write_described_weights,
 )
 
 __all__ = [
@@ -255,32 +253,28 @@ def write_sb3_policy(
         tensors["obs_norm.mean"] = torch.as_tensor(np.asarray(mean, dtype=np.float64))
         tensors["obs_norm.var"] = torch.as_tensor(np.asarray(var, dtype=np.float64))
     out = {**dict(record), **dict(extra or {})}
-    return write_described_weights(directory, name, tensors, out, fmt=SB3_FORMAT)
+    return SB3_POLICY.write(directory, name, tensors, out)
 
 
-def resolve_sb3_checkpoint(path: str | Path) -> Path:
-    """The policy JSON for a run directory (``best.json``), a ``.json`` or a ``.safetensors``."""
-    return resolve_checkpoint_json(path, "SB3 policy checkpoint")
-
-
-def read_sb3_policy(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], Path]:
-    """``(record, tensors, json_path)``, checked against the format and the sha256."""
-    return read_described_weights(
-        path,
-        fmt=SB3_FORMAT,
-        version=SB3_VERSION,
-        required=(
-            "algo",
-            "policy",
-            "policy_kwargs",
-            "obs_mode",
-            "observation_space",
-            "policy_observation_space",
-            "action_space",
-            "frame_stack",
-        ),
-        what="SB3 policy",
-    )
+SB3_POLICY = WeightsFormat(
+    SB3_FORMAT,
+    SB3_VERSION,
+    (
+        "algo",
+        "policy",
+        "policy_kwargs",
+        "obs_mode",
+        "observation_space",
+        "policy_observation_space",
+        "action_space",
+        "frame_stack",
+    ),
+    "SB3 policy",
+)
+#: The policy JSON for a run directory (``best.json``), a ``.json`` or a ``.safetensors``.
+resolve_sb3_checkpoint = SB3_POLICY.resolve
+#: ``(record, tensors, json_path)``, checked against the format and the sha256.
+read_sb3_policy = SB3_POLICY.read
 
 
 # ----------------------------------------------------------------- the pilot

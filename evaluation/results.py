@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents.loop import Outcome
 from tracks.common import now_iso
 
 __all__ = ["RESULT_ROW_VERSION", "ResultRow", "code_version", "now_iso"]
@@ -54,7 +55,7 @@ def code_version() -> str:
 
 
 @dataclass
-class ResultRow:
+class ResultRow(Outcome):
     """One closed-loop run on the leaderboard (one pilot x track x direction x seed x L)."""
 
     # who was judged
@@ -105,16 +106,6 @@ class ResultRow:
 
     #: Fields that are lists (kept out of flat tables: JSON or their own table).
     LIST_FIELDS = ("lap_times", "image_size", "interventions_at", "trajectory")
-
-    @property
-    def crashed(self) -> bool:
-        """A crash for the leaderboard: at least one intervention."""
-        return self.interventions > 0
-
-    @property
-    def ok(self) -> bool:
-        """Completed its laps without any intervention."""
-        return self.completed and self.interventions == 0
 
     def to_dict(self, trajectory: bool = True) -> dict[str, Any]:
         """JSON-ready dict of every field (``trajectory=False`` leaves the trajectory out)."""
