@@ -26,7 +26,8 @@ Modules, one job each (import from ``sim.dataset``; the names below are its API)
 
 - :mod:`~sim.dataset.format`: names, schema version, limits, :class:`DatasetError`,
   :class:`EpisodeMeta`;
-- :mod:`~sim.dataset.frames`: the frame schema (:data:`FRAME_FIELDS`);
+- :mod:`~sim.dataset.frames`: the frame schema (:data:`FRAME_FIELDS`) and what recorders
+  derive from it (:func:`append_frame`, :func:`frames_to_arrays`);
 - :mod:`~sim.dataset.manifest`: reading and checking ``manifest.json``;
 - :mod:`~sim.dataset.episode_file`: safetensors headers, reads into preallocated arrays;
 - :mod:`~sim.dataset.reader`: :func:`open_dataset`, :class:`Dataset`;
@@ -51,7 +52,14 @@ from sim.dataset.format import (
     EpisodeMeta,
     is_warning,
 )
-from sim.dataset.frames import FRAME_FIELDS, LABEL_FIELDS
+from sim.dataset.frames import (
+    FRAME_DTYPES,
+    FRAME_FIELDS,
+    FRAME_KEYS,
+    LABEL_FIELDS,
+    append_frame,
+    frames_to_arrays,
+)
 from sim.dataset.reader import Dataset, open_dataset
 from sim.dataset.summary import dataset_fingerprint, dataset_summary
 from sim.dataset.synthetic import synthetic_episode
@@ -63,7 +71,9 @@ __all__ = [
     "EPISODES_DIRNAME",
     "EPISODE_METADATA_KEY",
     "FORMAT_NAME",
+    "FRAME_DTYPES",
     "FRAME_FIELDS",
+    "FRAME_KEYS",
     "INFO_COMPAT_FIELDS",
     "LABEL_FIELDS",
     "LOCK_NAME",
@@ -73,8 +83,10 @@ __all__ = [
     "DatasetError",
     "DatasetWriter",
     "EpisodeMeta",
+    "append_frame",
     "dataset_fingerprint",
     "dataset_summary",
+    "frames_to_arrays",
     "is_warning",
     "main",
     "open_dataset",
