@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -17,38 +16,76 @@ from sim.dataset.format import MANIFEST_NAME, DatasetError, is_warning
 from sim.dataset.reader import open_dataset
 from sim.dataset.summary import dataset_summary, format_summary
 from sim.dataset.validate import validate_dataset
+from tracks.common import format_size, parse_size
 
 __all__ = ["build_parser", "main"]
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)x(\d+)", text)
-    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 120x160, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
+_BENCH_SIZE = (120, 160)  # bench --size default
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``--size``: :func:`tracks.common.parse_size`, its ValueError as argparse's error."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m sim.dataset``."""
+    """The command line of ``python -m sim.dataset``; every flag's help shows its default."""
     parser = argparse.ArgumentParser(
         prog="python -m sim.dataset",
         description="Inspect, check and benchmark trackpilot datasets.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("info", help="summary of a dataset")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--bins", type=int, default=21, help="steering histogram bins")
+    p.add_argument("dir", type=Path, help="dataset directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output (default: off)")
+    p.add_argument(
+        "--bins", type=int, default=21, help="steering histogram bins (default: %(default)s)"
+    )
     p = sub.add_parser("validate", help="check a dataset; exit 1 on errors")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--no-checksums", action="store_true", help="skip sha256 verification")
+    p.add_argument("dir", type=Path, help="dataset directory")
+    p.add_argument(
+        "--no-checksums",
+        action="store_true",
+        help="skip sha256 verification (default: off, every file's sha256 is checked)",
+    )
     p = sub.add_parser("bench", help="time load_arrays on a synthetic dataset")
-    p.add_argument("--frames", type=int, default=10_000)
-    p.add_argument("--size", type=_parse_size, default=(120, 160), help="HxW (default 120x160)")
-    p.add_argument("--episode-frames", type=int, default=500)
-    p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dir", type=Path, default=None, help="write (and keep) the dataset here")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=10_000,
+        help="synthetic frames to write (default: %(default)s)",
+    )
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=_BENCH_SIZE,
+        help=f"image size HxW (default: {format_size(_BENCH_SIZE)})",
+    )
+    p.add_argument(
+        "--episode-frames",
+        type=int,
+        default=500,
+        help="frames per episode (default: %(default)s)",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="timed load_arrays runs; the median is shown (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)"
+    )
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="write (and keep) the dataset here (default: a temporary directory, removed after)",
+    )
     return parser
 
 
