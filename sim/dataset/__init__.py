@@ -38,58 +38,26 @@ Modules, one job each (import from ``sim.dataset``; the names below are its API)
 - :mod:`~sim.dataset.bench` and :mod:`~sim.dataset.cli`: the command line.
 """
 
-from sim.dataset.cli import main
-from sim.dataset.format import (
-    DIRECTIONS,
-    EPISODE_METADATA_KEY,
-    EPISODES_DIRNAME,
-    FORMAT_NAME,
-    INFO_COMPAT_FIELDS,
-    LOCK_NAME,
-    MANIFEST_NAME,
-    SCHEMA_VERSION,
-    DatasetError,
-    EpisodeMeta,
-    is_warning,
-)
-from sim.dataset.frames import (
-    FRAME_DTYPES,
-    FRAME_FIELDS,
-    FRAME_KEYS,
-    LABEL_FIELDS,
-    append_frame,
-    frames_to_arrays,
-)
-from sim.dataset.reader import Dataset, open_dataset
-from sim.dataset.summary import dataset_fingerprint, dataset_summary
-from sim.dataset.synthetic import synthetic_episode
-from sim.dataset.validate import validate_dataset
-from sim.dataset.writer import DatasetWriter
+# Each module's __all__ is its public API; the package re-exports all of them.
+from sim.dataset import bench, cli, format, frames, reader, summary, synthetic, validate, writer
+from sim.dataset.bench import *  # noqa: F403
+from sim.dataset.cli import *  # noqa: F403
+from sim.dataset.format import *  # noqa: F403
+from sim.dataset.frames import *  # noqa: F403
+from sim.dataset.reader import *  # noqa: F403
+from sim.dataset.summary import *  # noqa: F403
+from sim.dataset.synthetic import *  # noqa: F403
+from sim.dataset.validate import *  # noqa: F403
+from sim.dataset.writer import *  # noqa: F403
 
 __all__ = [
-    "DIRECTIONS",
-    "EPISODES_DIRNAME",
-    "EPISODE_METADATA_KEY",
-    "FORMAT_NAME",
-    "FRAME_DTYPES",
-    "FRAME_FIELDS",
-    "FRAME_KEYS",
-    "INFO_COMPAT_FIELDS",
-    "LABEL_FIELDS",
-    "LOCK_NAME",
-    "MANIFEST_NAME",
-    "SCHEMA_VERSION",
-    "Dataset",
-    "DatasetError",
-    "DatasetWriter",
-    "EpisodeMeta",
-    "append_frame",
-    "dataset_fingerprint",
-    "dataset_summary",
-    "frames_to_arrays",
-    "is_warning",
-    "main",
-    "open_dataset",
-    "synthetic_episode",
-    "validate_dataset",
+    *format.__all__,
+    *frames.__all__,
+    *reader.__all__,
+    *writer.__all__,
+    *validate.__all__,
+    *summary.__all__,
+    *synthetic.__all__,
+    *bench.__all__,
+    *cli.__all__,
 ]

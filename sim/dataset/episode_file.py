@@ -168,6 +168,19 @@ def _tensor_problems(
     return out
 
 
+def _bytes_mismatch(path: Path, size: int, record: Mapping[str, Any]) -> str:
+    """The problem of an episode file whose size is not the manifest's."""
+    return f"{path}: {size} bytes, manifest says {record['bytes']} (truncated?)"
+
+
+def _sha256_mismatch(path: Path, digest: str, record: Mapping[str, Any]) -> str:
+    """The problem of an episode file whose sha256 is not the manifest's."""
+    return (
+        f"{path}: sha256 mismatch (file {digest[:16]}..., manifest "
+        f"{record['sha256'][:16]}...): the file is corrupt"
+    )
+
+
 def _readinto_exact(f: Any, pos: int, buf: memoryview, path: Path) -> None:
     f.seek(pos)
     while len(buf):
@@ -205,9 +218,7 @@ def _read_episode_into(
     with f:
         size = os.fstat(f.fileno()).st_size
         if verify and size != record["bytes"]:
-            raise DatasetError(
-                f"{path}: {size} bytes, manifest says {record['bytes']} (truncated?)"
-            )
+            raise DatasetError(_bytes_mismatch(path, size, record))
         hdr = _read_header_file(f, path, size)
         problems = _tensor_problems(hdr, record["frames"], image_hw)
         if problems:
@@ -227,10 +238,7 @@ def _read_episode_into(
                 _readinto_exact(f, hdr.data_start + t.begin, buf, path)
                 h.update(buf)
             if h.hexdigest() != record["sha256"]:
-                raise DatasetError(
-                    f"{path}: sha256 mismatch (file {h.hexdigest()[:16]}..., manifest "
-                    f"{record['sha256'][:16]}...): the file is corrupt"
-                )
+                raise DatasetError(_sha256_mismatch(path, h.hexdigest(), record))
         else:
             for name in fields:
                 t = hdr.tensors[name]

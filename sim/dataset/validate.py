@@ -11,7 +11,12 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from tqdm import tqdm
 
-from sim.dataset.episode_file import _read_header_bytes, _tensor_problems
+from sim.dataset.episode_file import (
+    _bytes_mismatch,
+    _read_header_bytes,
+    _sha256_mismatch,
+    _tensor_problems,
+)
 from sim.dataset.format import (
     EPISODE_METADATA_KEY,
     EPISODES_DIRNAME,
@@ -73,14 +78,11 @@ def validate_dataset(
             problems.append(f"{path}: unreadable ({e})")
             continue
         if len(data) != rec["bytes"]:
-            problems.append(f"{path}: {len(data)} bytes, manifest says {rec['bytes']} (truncated?)")
+            problems.append(_bytes_mismatch(path, len(data), rec))
         if check_checksums:
             digest = sha256_bytes(data)
             if digest != rec["sha256"]:
-                problems.append(
-                    f"{path}: sha256 mismatch (file {digest[:16]}..., manifest "
-                    f"{rec['sha256'][:16]}...): the file is corrupt"
-                )
+                problems.append(_sha256_mismatch(path, digest, rec))
         try:
             hdr = _read_header_bytes(data, path)
             arrays = st_load(data)  # the reference parser must accept it too
