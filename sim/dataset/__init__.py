@@ -22,7 +22,8 @@ Guarantees:
 
 CLI: ``python -m sim.dataset {info,validate,bench} ...``.
 
-Modules, one job each (import from ``sim.dataset``; the names below are its API):
+Modules, one job each; import from ``sim.dataset`` itself, which re-exports every module's
+``__all__`` (``manifest`` and ``episode_file`` are internal):
 
 - :mod:`~sim.dataset.format`: names, schema version, limits, :class:`DatasetError`,
   :class:`EpisodeMeta`;
