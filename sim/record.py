@@ -32,7 +32,14 @@ from tqdm import tqdm
 
 from agents.expert import ExpertConfig, ExpertPilot
 from agents.loop import ClosedLoop, LoopObserver
-from sim.dataset import DatasetWriter, EpisodeMeta
+from sim.dataset import (  # the frame schema is defined once, there; importable from here too
+    FRAME_DTYPES,  # noqa: F401
+    FRAME_KEYS,
+    DatasetWriter,
+    EpisodeMeta,
+    append_frame,
+    frames_to_arrays,
+)
 from sim.env import ENV_ID, ENV_VERSION, TrackEnv
 from sim.pool import imap_unordered
 from sim.world import CameraSpec
@@ -41,58 +48,6 @@ from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import DIRECTIONS, parse_size
 
 logger = logging.getLogger(__name__)
-
-FRAME_KEYS = (
-    "image",
-    "steering",
-    "throttle",
-    "speed",
-    "t",
-    "pose",
-    "lateral",
-    "heading_error",
-    "progress",
-    "lap",
-    "takeover",
-)
-
-
-FRAME_DTYPES = {
-    "image": np.uint8,
-    "steering": np.float32,
-    "throttle": np.float32,
-    "speed": np.float32,
-    "t": np.float32,
-    "pose": np.float32,
-    "lateral": np.float32,
-    "heading_error": np.float32,
-    "progress": np.float32,
-    "lap": np.int32,
-    "takeover": np.uint8,
-}
-
-
-def append_frame(frames: dict[str, list], obs, label, info: dict, takeover: bool = False) -> None:
-    """Add one frame (the image seen, the command label, the env's info) to ``frames``."""
-    frames["image"].append(obs)
-    frames["steering"].append(float(label[0]))
-    frames["throttle"].append(float(label[1]))
-    frames["speed"].append(info["speed"])
-    frames["t"].append(info["t"])
-    frames["pose"].append(info["pose"])
-    frames["lateral"].append(info["lateral"])
-    frames["heading_error"].append(info["heading_error"])
-    frames["progress"].append(info["progress"])
-    frames["lap"].append(info["lap"])
-    frames["takeover"].append(1 if takeover else 0)
-
-
-def frames_to_arrays(frames: dict[str, list]) -> dict[str, np.ndarray]:
-    """Per-frame lists (as collected while driving) to the dataset's arrays."""
-    out = {k: np.asarray(frames[k], dtype=FRAME_DTYPES[k]) for k in FRAME_KEYS if k != "image"}
-    out["image"] = np.stack(frames["image"]).astype(np.uint8, copy=False)
-    out["pose"] = out["pose"].reshape(-1, 3)
-    return out
 
 
 @dataclass(frozen=True)

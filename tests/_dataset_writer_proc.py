@@ -22,7 +22,7 @@ import signal
 
 import numpy as np
 
-import sim.dataset
+import sim.dataset.writer
 import tracks.fileio
 from sim.dataset import DatasetWriter, EpisodeMeta, synthetic_episode
 
@@ -43,7 +43,7 @@ def _install_crash(step: str, k: int) -> None:
         return calls == k
 
     if step in ("episode_temp", "manifest_temp"):
-        module = sim.dataset if step == "episode_temp" else tracks.fileio
+        module = sim.dataset.writer if step == "episode_temp" else tracks.fileio
         write_temp_file = module.write_temp_file
 
         def half_write(path, data):

@@ -1,0 +1,64 @@
+"""On-disk dataset format for recorded laps: episode files + one manifest.
+
+Layout::
+
+    DIR/
+      manifest.json                      # the only index: an episode exists iff it is listed here
+      episodes/ep-<key>.safetensors      # per-frame arrays; episode metadata in __metadata__
+
+Guarantees:
+
+- Crash safety. An episode file is written to a temp file, fsynced and renamed into place, and
+  only then listed in the manifest (itself replaced atomically, under a file lock). A recorder
+  killed at any moment leaves a dataset that opens, with every completed episode intact; the
+  partial one is absent, at worst leaving a temp/orphan file that :func:`validate_dataset`
+  reports as a warning and the next :class:`DatasetWriter` removes.
+- Safe loading. Files are parsed as safetensors (a JSON header plus raw little-endian arrays);
+  nothing is ever unpickled, and every header is checked against :data:`FRAME_FIELDS` before
+  a byte of data is trusted.
+- Self-description. The manifest's ``info`` block (env id and version, pybullet version,
+  renderer, camera, rates...) is fixed at creation; appending with an incompatible camera,
+  control rate or renderer is refused.
+
+CLI: ``python -m sim.dataset {info,validate,bench} ...``.
+
+Modules, one job each; import from ``sim.dataset`` itself, which re-exports every module's
+``__all__`` (``manifest`` and ``episode_file`` are internal):
+
+- :mod:`~sim.dataset.format`: names, schema version, limits, :class:`DatasetError`,
+  :class:`EpisodeMeta`;
+- :mod:`~sim.dataset.frames`: the frame schema (:data:`FRAME_FIELDS`) and what recorders
+  derive from it (:func:`append_frame`, :func:`frames_to_arrays`);
+- :mod:`~sim.dataset.manifest`: reading and checking ``manifest.json``;
+- :mod:`~sim.dataset.episode_file`: safetensors headers, reads into preallocated arrays;
+- :mod:`~sim.dataset.reader`: :func:`open_dataset`, :class:`Dataset`;
+- :mod:`~sim.dataset.writer`: :class:`DatasetWriter`;
+- :mod:`~sim.dataset.validate`: :func:`validate_dataset`;
+- :mod:`~sim.dataset.summary`: :func:`dataset_summary`, :func:`dataset_fingerprint`;
+- :mod:`~sim.dataset.synthetic`: :func:`synthetic_episode`;
+- :mod:`~sim.dataset.bench` and :mod:`~sim.dataset.cli`: the command line.
+"""
+
+# Each module's __all__ is its public API; the package re-exports all of them.
+from sim.dataset import bench, cli, format, frames, reader, summary, synthetic, validate, writer
+from sim.dataset.bench import *  # noqa: F403
+from sim.dataset.cli import *  # noqa: F403
+from sim.dataset.format import *  # noqa: F403
+from sim.dataset.frames import *  # noqa: F403
+from sim.dataset.reader import *  # noqa: F403
+from sim.dataset.summary import *  # noqa: F403
+from sim.dataset.synthetic import *  # noqa: F403
+from sim.dataset.validate import *  # noqa: F403
+from sim.dataset.writer import *  # noqa: F403
+
+__all__ = [
+    *format.__all__,
+    *frames.__all__,
+    *reader.__all__,
+    *writer.__all__,
+    *validate.__all__,
+    *summary.__all__,
+    *synthetic.__all__,
+    *bench.__all__,
+    *cli.__all__,
+]

@@ -1,0 +1,155 @@
+"""``python -m sim.dataset {info,validate,bench}``: inspect, check and benchmark datasets.
+
+Exit status: 0 on success, 1 when ``validate`` finds errors (warnings alone pass), 2 for
+a usage error or a directory that is not a readable dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sim.dataset.bench import run_bench
+from sim.dataset.format import MANIFEST_NAME, DatasetError, is_warning
+from sim.dataset.reader import open_dataset
+from sim.dataset.summary import dataset_summary, format_summary
+from sim.dataset.validate import validate_dataset
+from tracks.common import format_size, parse_size
+
+__all__ = ["build_parser", "main"]
+
+
+_BENCH_SIZE = (120, 160)  # bench --size default
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``--size``: :func:`tracks.common.parse_size`, its ValueError as argparse's error."""
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m sim.dataset``; every flag's help shows its default."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.dataset",
+        description="Inspect, check and benchmark trackpilot datasets.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="summary of a dataset")
+    p.add_argument("dir", type=Path, help="dataset directory")
+    p.add_argument("--json", action="store_true", help="machine-readable output (default: off)")
+    p.add_argument(
+        "--bins", type=int, default=21, help="steering histogram bins (default: %(default)s)"
+    )
+    p = sub.add_parser("validate", help="check a dataset; exit 1 on errors")
+    p.add_argument("dir", type=Path, help="dataset directory")
+    p.add_argument(
+        "--no-checksums",
+        action="store_true",
+        help="skip sha256 verification (default: off, every file's sha256 is checked)",
+    )
+    p = sub.add_parser("bench", help="time load_arrays on a synthetic dataset")
+    p.add_argument(
+        "--frames",
+        type=int,
+        default=10_000,
+        help="synthetic frames to write (default: %(default)s)",
+    )
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=_BENCH_SIZE,
+        help=f"image size HxW (default: {format_size(_BENCH_SIZE)})",
+    )
+    p.add_argument(
+        "--episode-frames",
+        type=int,
+        default=500,
+        help="frames per episode (default: %(default)s)",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="timed load_arrays runs; the median is shown (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the synthetic data (default: %(default)s)"
+    )
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="write (and keep) the dataset here (default: a temporary directory, removed after)",
+    )
+    return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.frames < 1 or args.episode_frames < 1 or args.runs < 1:
+        print("error: --frames, --episode-frames and --runs must be >= 1", file=sys.stderr)
+        return 2
+    return run_bench(
+        frames=args.frames,
+        size=args.size,
+        episode_frames=args.episode_frames,
+        runs=args.runs,
+        seed=args.seed,
+        out_dir=args.dir,
+    )
+
+
+def _dataset_dir_problem(root: Path) -> str | None:
+    """Why ``root`` cannot be a dataset (no directory, no manifest), or None."""
+    if not root.is_dir():
+        return f"{root}: no such dataset directory"
+    if not (root / MANIFEST_NAME).is_file():
+        return f"{root / MANIFEST_NAME}: missing (not a trackpilot dataset?)"
+    return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    root: Path = args.dir
+    problems = validate_dataset(
+        root, check_checksums=not args.no_checksums, progress=sys.stderr.isatty()
+    )
+    for line in problems:
+        print(line)
+    errors = [p for p in problems if not is_warning(p)]
+    if errors:
+        print(f"FAILED: {len(errors)} problems")
+        return 1
+    ds = open_dataset(root)
+    warn = len(problems) - len(errors)
+    print(
+        f"OK: {len(ds.episodes)} episodes, {len(ds)} frames"
+        + (f" ({warn} warnings)" if warn else "")
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    summary = dataset_summary(open_dataset(args.dir), bins=args.bins)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m sim.dataset`` with ``argv`` (default ``sys.argv[1:]``); the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
+    problem = _dataset_dir_problem(args.dir)
+    if problem is None:
+        if args.command == "validate":
+            return _validate(args)
+        try:
+            return _info(args)
+        except DatasetError as e:  # a manifest or episode file that cannot be read
+            problem = str(e)
+    print(f"error: {problem}", file=sys.stderr)
+    return 2

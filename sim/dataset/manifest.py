@@ -1,0 +1,107 @@
+"""Reading and checking ``manifest.json``, the dataset's only index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sim.dataset.format import (
+    _KEY_RE,
+    _SHA_RE,
+    DIRECTIONS,
+    FORMAT_NAME,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    DatasetError,
+    _episode_relpath,
+    _is_int,
+    _reject_constant,
+)
+
+
+def _record_problems(rec: Any, i: int) -> list[str]:
+    """Problems with manifest record ``i`` (without the file prefix)."""
+    if not isinstance(rec, dict):
+        return [f"episodes[{i}] is not an object"]
+    key = rec.get("key")
+    where = f"episodes[{i}] ({key!r})"
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        return [f"{where}: invalid key"]
+    out: list[str] = []
+    if rec.get("file") != _episode_relpath(key):
+        out.append(f"{where}: file is {rec.get('file')!r}, expected {_episode_relpath(key)!r}")
+    if not isinstance(rec.get("sha256"), str) or not _SHA_RE.match(rec["sha256"]):
+        out.append(f"{where}: sha256 is not 64 lowercase hex digits")
+    if not _is_int(rec.get("seed")):
+        out.append(f"{where}: seed is {rec.get('seed')!r}, expected an int")
+    for name in ("frames", "bytes", "laps"):
+        v = rec.get(name)
+        if not _is_int(v) or v < 0:
+            out.append(f"{where}: {name} is {v!r}, expected an int >= 0")
+    for name in ("track_id", "track_hash", "source"):
+        if not isinstance(rec.get(name), str):
+            out.append(f"{where}: {name} is {rec.get(name)!r}, expected a string")
+    if rec.get("direction") not in DIRECTIONS:
+        out.append(f"{where}: direction is {rec.get('direction')!r}, expected 'ccw' or 'cw'")
+    if rec.get("expert") is not None and not isinstance(rec.get("expert"), dict):
+        out.append(f"{where}: expert must be an object or null")
+    if not isinstance(rec.get("extra", {}), dict):
+        out.append(f"{where}: extra must be an object")
+    return out
+
+
+def _read_manifest(root: Path) -> tuple[dict | None, list[str]]:
+    """Parse and check ``root/manifest.json``. Returns (manifest or None if unusable, problems).
+
+    Records with problems are reported and dropped from the returned manifest's episodes.
+    """
+    path = root / MANIFEST_NAME
+    if not root.is_dir():
+        return None, [f"{root}: no such dataset directory"]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [f"{path}: missing (not a trackpilot dataset?)"]
+    except (OSError, UnicodeDecodeError) as e:
+        return None, [f"{path}: unreadable ({e})"]
+    try:
+        m = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        return None, [f"{path}: invalid JSON ({e})"]
+    if not isinstance(m, dict):
+        return None, [f"{path}: top level is {type(m).__name__}, expected an object"]
+    if m.get("format") != FORMAT_NAME:
+        return None, [f"{path}: format is {m.get('format')!r}, expected {FORMAT_NAME!r}"]
+    version = m.get("schema_version")
+    if version != SCHEMA_VERSION or not _is_int(version):
+        return None, [
+            f"{path}: schema_version is {version!r}, this trackpilot reads {SCHEMA_VERSION}"
+        ]
+    problems: list[str] = []
+    if not isinstance(m.get("info"), dict):
+        return None, [f"{path}: 'info' is missing or not an object"]
+    episodes = m.get("episodes")
+    if not isinstance(episodes, list):
+        return None, [f"{path}: 'episodes' is missing or not a list"]
+    good: list[dict] = []
+    seen: set[str] = set()
+    for i, rec in enumerate(episodes):
+        p = _record_problems(rec, i)
+        if not p and rec["key"] in seen:
+            p = [f"episodes[{i}] ({rec['key']!r}): duplicate key"]
+        problems.extend(f"{path}: {x}" for x in p)
+        if not p:
+            seen.add(rec["key"])
+            good.append(rec)
+    m["episodes"] = good
+    return m, problems
+
+
+def _load_manifest_or_raise(root: Path) -> dict:
+    m, problems = _read_manifest(root)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise DatasetError(problems[0] + more)
+    assert m is not None
+    return m
