@@ -32,7 +32,7 @@ def _figure(w: float, h: float) -> Any:
 
 
 def _png_b64(fig: Any) -> str:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazily, as in _figure
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
