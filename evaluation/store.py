@@ -26,9 +26,10 @@ import math
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from tracks.common import now_iso
 
 __all__ = [
     "CLOSED_LOOP_COLUMNS",
@@ -147,10 +148,6 @@ class SchemaVersionError(RuntimeError):
     """The database was written with another leaderboard schema version."""
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _as_mapping(obj: Any) -> dict[str, Any]:
     if isinstance(obj, Mapping):
         return dict(obj)
@@ -224,7 +221,7 @@ def _to_row(obj: Any, columns: Sequence[tuple[str, str]]) -> tuple[dict[str, Any
         if done is not None and target is not None:
             row["completed"] = done >= target
     if not row.get("date"):
-        row["date"] = _now()
+        row["date"] = now_iso()
     extra = {k: v for k, v in d.items() if k not in used and k != "extra"}
     if isinstance(d.get("extra"), Mapping):
         extra = {**d["extra"], **extra}
@@ -307,7 +304,7 @@ class Store:
             con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             con.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?), ('created', ?)",
-                (str(SCHEMA_VERSION), _now()),
+                (str(SCHEMA_VERSION), now_iso()),
             )
             con.execute(
                 "CREATE TABLE evaluations (id INTEGER PRIMARY KEY, date TEXT NOT NULL, "
@@ -359,7 +356,7 @@ class Store:
         with self.transaction() as con:
             cur = con.execute(
                 "INSERT INTO evaluations (date, context) VALUES (?, ?)",
-                (_now(), json.dumps(_clean(dict(context or {})), sort_keys=True)),
+                (now_iso(), json.dumps(_clean(dict(context or {})), sort_keys=True)),
             )
             eid = int(cur.lastrowid)
             # Rows are converted inside the transaction, so a bad row (or a killed process)

@@ -15,6 +15,7 @@ import pytest
 from test_report import FP, HERE_HW, synthetic_store
 
 from evaluation import report as rp
+from evaluation.report import context as rp_context
 from evaluation.store import Store
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
@@ -50,7 +51,7 @@ def _browser() -> tuple[str, str]:
 
 @pytest.fixture
 def html_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(rp, "_hardware", lambda device: HERE_HW)
+    monkeypatch.setattr(rp_context, "_hardware", lambda device: HERE_HW)
     ctx = rp.Context(code_version="v1", dataset_fingerprint=FP)
     with Store(synthetic_store(tmp_path)) as store:
         report = rp.build_report(store, ctx, notes=["✓ story line"])

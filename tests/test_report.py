@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from evaluation import report as rp
+from evaluation.report import context as rp_context
 from evaluation.store import Store
 
 HERE_HW = "here-hw"
@@ -96,7 +97,7 @@ def synthetic_store(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ctx(monkeypatch: pytest.MonkeyPatch) -> rp.Context:
-    monkeypatch.setattr(rp, "_hardware", lambda device: HERE_HW)
+    monkeypatch.setattr(rp_context, "_hardware", lambda device: HERE_HW)
     return rp.Context(code_version="v1", dataset_fingerprint=FP)
 
 

@@ -1,0 +1,199 @@
+"""The main job's presets: what is recorded, which models the zoo trains, where they drive.
+
+A :class:`Preset` sizes the whole story for one kind of machine (``quick``: a CPU in
+minutes, ``full``: a GPU, ``tiny``: seconds, for tests); each zoo member is a
+:class:`ModelSpec` with a story role (:data:`ROLES`). Training tracks and held-out
+evaluation tracks never overlap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from tracks import HELDOUT_TRACKS, TRAIN_TRACKS
+from tracks.common import DIRECTIONS
+
+__all__ = ["FULL", "PRESETS", "QUICK", "ROLES", "TINY", "ModelSpec", "Preset"]
+
+# Roles the story refers to (a preset names which model plays each).
+ROLES = ("compact", "pilotnet", "classifier", "slow_classifier", "ccw_only")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo member: a name on the board, its story role and its training settings."""
+
+    name: str  # pilot name on the leaderboard
+    role: str  # one of ROLES
+    model: str  # training.config ARCHS: compact | pilotnet | compact_cls | resnet_cls
+    epochs: int
+    input_size: tuple[int, int] | None = None  # None: the architecture's default
+    width: float = 1.0
+    depth: int | None = None
+    flip: bool = True  # horizontal-flip augmentation
+    directions: tuple[str, ...] = DIRECTIONS  # episodes trained on
+    max_frames: int | None = None  # cap on frames used (every k-th frame)
+    batch_size: int = 64
+    lr: float = 1e-3  # AdamW learning rate
+    patience: int = 3
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+
+    def train_settings(self) -> dict[str, Any]:
+        """Its training settings: every field but ``name`` and ``role``, each named as the
+        ``training.config.TrainConfig`` field it sets."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("name", "role")
+        }
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything the main job does, sized for one kind of machine."""
+
+    name: str
+    train_tracks: tuple[str, ...]
+    record_laps: int  # laps per episode
+    record_episodes: int  # episodes per track and direction
+    image_size: tuple[int, int]  # camera H x W
+    cruise_speed: float  # expert speed when recording, and closed-loop speed
+    zoo: tuple[ModelSpec, ...]
+    eval_tracks: tuple[str, ...]
+    eval_laps: int
+    sweep_roles: tuple[str, ...] = ("compact", "slow_classifier")
+    sweep_track: str | None = None  # None: the first eval track
+    sweep_direction: str = "ccw"
+    sweep_latencies_ms: tuple[float, ...] = (0, 50, 100, 150, 200, 300, 500)
+    train_device: str = "auto"
+    eval_device: str = "cpu"
+    # Expert perturbations while recording (the labels stay clean): executed-steering
+    # noise and drift-and-recover phases teach recoveries and, with random starts, make
+    # every episode of a (track, direction) different, so train, dev and test are no copies.
+    steer_noise: float = 0.05
+    drift_prob: float = 0.02
+    start: str = "random"
+
+    def __post_init__(self) -> None:
+        overlap = set(self.train_tracks) & set(self.eval_tracks)
+        if overlap:
+            raise ValueError(f"held-out tracks must not be trained on: {sorted(overlap)}")
+        names = [m.name for m in self.zoo]
+        if len(set(names)) != len(names):
+            raise ValueError(f"zoo names must be unique, got {names}")
+
+    def role(self, role: str) -> ModelSpec | None:
+        return next((m for m in self.zoo if m.role == role), None)
+
+
+#: The counter-clockwise-only zoo member's settings (the left bias the story looks for).
+_CCW_ONLY = {"flip": False, "directions": ("ccw",)}
+
+
+def _quick() -> Preset:
+    # Every quick model trains on at most 4000 frames (every k-th frame).
+    spec = functools.partial(ModelSpec, max_frames=4000)
+    return Preset(
+        name="quick",
+        # A subset of the training tracks that turn only left when driven counter-
+        # clockwise (the recipe's setting for the left bias: with kidney's right bend
+        # in the data the ccw-only model lapped clockwise as well); five one-lap
+        # episodes per track and direction: three to train on, one each for dev and
+        # test, so every split has every track in both directions. (With three, one
+        # to train on, the story's outcome hung on which episode that was.)
+        train_tracks=("oval", "speedway"),
+        record_laps=1,
+        record_episodes=5,
+        image_size=(60, 80),
+        cruise_speed=2.0,
+        zoo=(
+            # Up to 30 epochs, stopped early on the dev set: 10 left the compact
+            # models underfitting on some seeds (train MAE still falling).
+            spec("compact", "compact", "compact", epochs=30),
+            spec("pilotnet", "pilotnet", "pilotnet", epochs=10, input_size=(60, 80), depth=1),
+            spec("compact_cls", "classifier", "compact_cls", epochs=30),
+            # ResNet-style at 1.6x the camera resolution, sized to train in the CPU budget:
+            # the slowest of the zoo, yet within the control period on this CPU, so the
+            # sweep shows where it would crash (--preset full: ResNet-18 at 240x320).
+            spec(
+                "resnet_cls_hires",
+                "slow_classifier",
+                "resnet_cls",
+                epochs=16,
+                input_size=(96, 128),
+                width=0.5,
+                depth=1,
+                batch_size=32,
+                lr=2e-3,
+            ),
+            spec("compact_ccw_noflip", "ccw_only", "compact", epochs=30, **_CCW_ONLY),
+        ),
+        eval_tracks=tuple(HELDOUT_TRACKS),
+        eval_laps=1,
+        sweep_latencies_ms=(50, 100, 150, 200, 300),
+        train_device="cpu",
+    )
+
+
+def _full() -> Preset:
+    spec = functools.partial(ModelSpec, epochs=30, batch_size=128, patience=5)
+    return Preset(
+        name="full",
+        train_tracks=tuple(TRAIN_TRACKS),
+        record_laps=3,
+        record_episodes=3,
+        image_size=(120, 160),
+        cruise_speed=2.0,
+        zoo=(
+            spec("compact", "compact", "compact"),
+            spec("pilotnet", "pilotnet", "pilotnet"),
+            spec("compact_cls", "classifier", "compact_cls"),
+            spec(
+                "resnet18_cls_240x320",
+                "slow_classifier",
+                "resnet_cls",
+                epochs=20,
+                input_size=(240, 320),
+                batch_size=64,
+            ),
+            spec("compact_ccw_noflip", "ccw_only", "compact", **_CCW_ONLY),
+        ),
+        eval_tracks=tuple(HELDOUT_TRACKS),
+        eval_laps=3,
+        train_device="auto",
+        eval_device="cpu",
+    )
+
+
+def _tiny() -> Preset:
+    """Seconds, not minutes: the pipeline test and smoke runs (nothing to conclude from)."""
+    spec = functools.partial(ModelSpec, epochs=1, input_size=(32, 40), depth=3, max_frames=600)
+    return Preset(
+        name="tiny",
+        train_tracks=("oval",),
+        record_laps=1,
+        record_episodes=3,
+        image_size=(32, 40),
+        cruise_speed=2.0,
+        zoo=(
+            spec("compact", "compact", "compact"),
+            spec("compact_ccw_noflip", "ccw_only", "compact", **_CCW_ONLY),
+        ),
+        eval_tracks=("triangle",),
+        eval_laps=1,
+        sweep_roles=("compact",),
+        sweep_latencies_ms=(0, 300),
+        train_device="cpu",
+    )
+
+
+QUICK = _quick()
+FULL = _full()
+TINY = _tiny()
+PRESETS: dict[str, Preset] = {"quick": QUICK, "full": FULL, "tiny": TINY}

@@ -1,0 +1,83 @@
+"""Leaderboard reports: ranking, constraint and staleness marks, and four renderings.
+
+``python -m evaluation.report [--db FILE] [--out DIR] [--format terminal,md,csv,html]``
+renders the leaderboard of a store (see :mod:`evaluation.report` for the ranking rules).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from evaluation.report.context import CONTROL_PERIOD_MS, current_context
+from evaluation.report.tables import build_report
+from evaluation.report.text import render_terminal
+from evaluation.report.write import FORMATS, write_reports
+from evaluation.store import DEFAULT_DB, DEFAULT_OUT, Store
+from sim.dataset import dataset_fingerprint, open_dataset
+
+__all__ = ["main"]
+
+
+def _formats(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m evaluation.report``: render the leaderboard of a store."""
+    ap = argparse.ArgumentParser(
+        prog="python -m evaluation.report", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument(
+        "--db", default=str(DEFAULT_DB), help=f"leaderboard SQLite file (default {DEFAULT_DB})"
+    )
+    ap.add_argument(
+        "--out", default=str(DEFAULT_OUT / "report"), help="directory for the report files"
+    )
+    ap.add_argument(
+        "--format",
+        default=",".join(FORMATS),
+        type=_formats,
+        help="comma list of terminal,md,csv,html",
+    )
+    ap.add_argument(
+        "--dataset",
+        default=None,
+        help="current dataset directory or fingerprint (stale check); default: the latest evaluation's",
+    )
+    ap.add_argument(
+        "--control-period-ms",
+        type=float,
+        default=CONTROL_PERIOD_MS,
+        help="latency constraint (default 50)",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="unused (reports are deterministic); accepted for uniformity",
+    )
+    args = ap.parse_args(argv)
+    try:
+        if not Path(args.db).is_file():
+            raise ValueError(
+                f"{args.db}: no leaderboard database (run python -m evaluation.leaderboard first)"
+            )
+        fingerprint = args.dataset
+        if fingerprint and Path(fingerprint).is_dir():
+            fingerprint = dataset_fingerprint(open_dataset(fingerprint))
+        with Store(args.db) as store:
+            ctx = current_context(store, fingerprint, args.control_period_ms)
+            report = build_report(store, ctx)
+        written = write_reports(report, args.out, args.format)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if "terminal" in args.format:
+        print(render_terminal(report))
+    for paths in written.values():
+        for p in paths:
+            print(f"wrote {p}")
+    return 0

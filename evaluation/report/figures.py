@@ -1,0 +1,199 @@
+"""The HTML report's figures, each a base64 PNG: trajectories over the track maps,
+learning curves, the latency sweep."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.report.ranking import Entry, _num
+from evaluation.report.tables import Report
+from tracks import load_track
+from tracks.plot import plot_track
+
+__all__ = ["learning_curve_figure", "sweep_figure", "trajectory_figures"]
+
+logger = logging.getLogger(__name__)
+
+
+def _figure(w: float, h: float) -> Any:
+    # matplotlib only when a figure is drawn: the other renderings do without it.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=80)
+
+
+def _png_b64(fig: Any) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazily, as in _figure
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _load_track(name: str, direction: str | None) -> Any:
+    track = load_track(name)
+    return track.reversed() if direction == "cw" else track
+
+
+def _break_jumps(trajectory: Sequence[Sequence[float]], max_step_m: float = 1.0) -> Any:
+    """The (K, 2) path with NaN rows where the car was put back on the road, so that the
+    plot shows no line across the map for an intervention."""
+    xy = np.asarray(trajectory, dtype=float).reshape(-1, 2)
+    if len(xy) < 2:
+        return xy
+    jumps = np.flatnonzero(np.hypot(*np.diff(xy, axis=0).T) > max_step_m) + 1
+    return np.insert(xy, jumps, np.nan, axis=0)
+
+
+def trajectory_figures(report: Report) -> list[tuple[str, str]]:
+    """``(caption, base64 PNG)`` per track and direction: every entry's path on the map."""
+    groups: dict[tuple[str, str], list[tuple[Entry, dict[str, Any]]]] = {}
+    for e in report.entries:
+        seen: set[tuple[str, str]] = set()
+        for r in e.runs:
+            key = (str(r.get("track")), str(r.get("direction") or "ccw"))
+            if r.get("trajectory") and key not in seen:
+                seen.add(key)
+                groups.setdefault(key, []).append((e, r))
+    out = []
+    for (name, direction), items in sorted(groups.items()):
+        try:
+            track = _load_track(name, direction)
+        except (ValueError, OSError) as exc:
+            logger.warning("no map for track %s: %s", name, exc)
+            continue
+        fig = _figure(6.0, 5.2)
+        ax = fig.add_subplot(1, 1, 1)
+        trajs = [_break_jumps(r["trajectory"]) for _, r in items]
+        plot_track(
+            track, ax=ax, trajectories=trajs, title=f"{name} ({direction}; x: interventions)"
+        )
+        lines = ax.get_lines()[-len(trajs) :]
+        for line, (e, r) in zip(lines, items, strict=True):
+            line.set_label(
+                f"{e.label}: {r.get('laps_completed') or 0}/{r.get('laps_target')} laps, "
+                f"{r.get('interventions') or 0} interventions"
+            )
+            marks = (r.get("extra") or {}).get("interventions_at") or []
+            if marks:
+                ax.plot(
+                    [m[0] for m in marks], [m[1] for m in marks], "x", ms=7, mew=2,
+                    color=line.get_color(), zorder=6,
+                )  # fmt: skip
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+        hashes = {r.get("track_hash") for _, r in items} - {None}
+        mismatch = hashes and not hashes & {track.geometry_hash, track.reversed().geometry_hash}
+        caption = f"{name}, {direction}" + (
+            " (geometry differs from today's track: map is approximate)" if mismatch else ""
+        )
+        out.append((caption, _png_b64(fig)))
+    return out
+
+
+def _read_metrics_csv(path: Path) -> dict[str, list[float | None]]:
+    cols: dict[str, list[float | None]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                cols.setdefault(k, []).append(_num(v) if v not in ("", None) else None)
+    return cols
+
+
+def learning_curve_figure(report: Report) -> str | None:
+    """Train/dev MAE per epoch (and dev macro F1 for classifiers), one panel per model."""
+    runs = []
+    seen = set()
+    for r in report.offline:
+        rd = r.get("run_dir")
+        if rd and rd not in seen and (Path(rd) / "metrics.csv").is_file():
+            seen.add(rd)
+            try:
+                runs.append((str(r.get("pilot")), _read_metrics_csv(Path(rd) / "metrics.csv")))
+            except (OSError, csv.Error) as exc:
+                logger.warning("cannot read %s/metrics.csv: %s", rd, exc)
+    if not runs:
+        return None
+    ncols = min(3, len(runs))
+    nrows = math.ceil(len(runs) / ncols)
+    fig = _figure(4.2 * ncols, 3.2 * nrows)
+    for i, (name, cols) in enumerate(runs):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        epochs = cols.get("epoch") or list(range(1, 1 + len(next(iter(cols.values())))))
+        for key, style in (("train_mae", "-"), ("dev_mae", "--")):
+            ys = cols.get(key)
+            if ys and any(y is not None for y in ys):
+                ax.plot(
+                    epochs,
+                    [y if y is not None else math.nan for y in ys],
+                    style,
+                    marker="o",
+                    ms=3,
+                    label=key,
+                )
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("steering MAE")
+        ax.grid(True, lw=0.3)
+        f1 = cols.get("dev_macro_f1")
+        if f1 and any(y is not None for y in f1):
+            ax2 = ax.twinx()
+            ax2.plot(
+                epochs,
+                [y if y is not None else math.nan for y in f1],
+                ":",
+                color="tab:green",
+                marker="s",
+                ms=3,
+                label="dev macro F1",
+            )
+            ax2.set_ylabel("macro F1")
+            ax2.set_ylim(0, 1)
+            ax2.legend(loc="upper right", fontsize=7)
+        ax.legend(loc="upper left" if f1 else "best", fontsize=7)
+    fig.tight_layout()
+    return _png_b64(fig)
+
+
+def sweep_figure(report: Report) -> str | None:
+    """Completed runs and crashes against the charged latency, one line per pilot."""
+    if not report.sweeps:
+        return None
+    fig = _figure(10, 3.8)
+    ax1 = fig.add_subplot(1, 2, 1)
+    ax2 = fig.add_subplot(1, 2, 2)
+    measured = {(e.pilot, e.checkpoint_sha256): e.latency_ms for e in report.entries}
+    for s in report.sweeps:
+        xs = [p["latency_ms"] for p in s["points"]]
+        line = ax1.plot(xs, [p["score"] for p in s["points"]], marker="o", label=s["pilot"])[0]
+        ax2.plot(
+            xs,
+            [p["interventions"] for p in s["points"]],
+            marker="o",
+            color=line.get_color(),
+            label=s["pilot"],
+        )
+        lat = measured.get((s["pilot"], s["checkpoint_sha256"]))
+        if lat is not None:
+            ax1.axvline(lat, color=line.get_color(), lw=0.8, ls=":")
+    for ax in (ax1, ax2):
+        ax.axvline(report.ctx.control_period_ms, color="k", lw=1, ls="--", label="control period")
+        ax.set_xlabel("charged latency [ms]")
+        ax.grid(True, lw=0.3)
+    ax1.set_ylabel("score (autonomy x laps, %)")
+    ax1.set_ylim(-5, 105)
+    ax2.set_ylabel("interventions (crashes)")
+    ax1.legend(fontsize=7)
+    ax1.set_title("score vs latency (dotted: measured latency)", fontsize=10)
+    ax2.set_title("interventions vs latency", fontsize=10)
+    fig.tight_layout()
+    return _png_b64(fig)

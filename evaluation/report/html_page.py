@@ -1,0 +1,104 @@
+"""The HTML rendering: one self-contained page (inline CSS, figures as base64 PNG)."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+
+from evaluation.report.figures import learning_curve_figure, sweep_figure, trajectory_figures
+from evaluation.report.tables import Report, Table, _short
+
+__all__ = ["render_html"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;
+max-width:1400px;color:#222;padding:0 1em}
+h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f2f2f2} td.num{text-align:right;font-variant-numeric:tabular-nums}
+table.classes td{font-size:11px;text-align:center}
+tr.infeasible{background:#fff0f0} tr.stale td{color:#777}
+.bad{color:#b00020;font-weight:600} .ok{color:#1b7f1b}
+.note{color:#555;font-size:12px;max-width:1100px}
+pre{background:#f7f7f7;padding:.8em;white-space:pre-wrap}
+figure{display:inline-block;margin:.5em;vertical-align:top} figcaption{font-size:12px;color:#444}
+img{max-width:100%;height:auto}
+"""
+
+
+_NUMERIC = re.compile(r"^[-+]?[0-9.]+(\s*[/(].*)?$")
+
+
+def _html_table(t: Table, row_classes: Sequence[str] | None = None) -> str:
+    out = [f"<h2>{html.escape(t.title)}</h2>", f'<table class="{t.css_class}">', "<thead><tr>"]
+    out += [f"<th>{html.escape(h)}</th>" for h in t.headers]
+    out.append("</tr></thead><tbody>")
+    for i, row in enumerate(t.rows):
+        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        cells = []
+        for c in row:
+            text = c if t.raw_html_cells else html.escape(c)
+            if not t.raw_html_cells and c.startswith("✗"):
+                text = f'<span class="bad">{text}</span>'
+            elif c == "✓":
+                text = f'<span class="ok">{text}</span>'
+            num = ' class="num"' if _NUMERIC.match(c) else ""
+            cells.append(f"<td{num}>{text}</td>")
+        out.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    out.append("</tbody></table>")
+    if t.note:
+        out.append(f'<p class="note">{html.escape(t.note)}</p>')
+    return "\n".join(out)
+
+
+def _img(b64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def render_html(report: Report) -> str:
+    """One self-contained page: inline CSS, plots as base64 PNG, no external resources."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>trackpilot leaderboard</title>",
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>trackpilot leaderboard</h1>",
+        f'<p class="note">Database {html.escape(report.db)}; code {html.escape(str(report.ctx.code_version))}; '
+        f"dataset {html.escape(_short(report.ctx.dataset_fingerprint))}.</p>",
+    ]
+    if report.notes:
+        parts.append("<h2>Story</h2><pre>" + html.escape("\n".join(report.notes)) + "</pre>")
+    board = report.leaderboard_table()
+    classes = [
+        " ".join(
+            c for c in ("infeasible" if not e.feasible else "", "stale" if e.stale else "") if c
+        )
+        for e in report.entries
+    ]
+    parts.append(_html_table(board, classes))
+    parts.append(_html_table(report.offline_table()))
+    ct = report.class_table(html_cells=True)
+    if ct is not None:
+        parts.append(_html_table(ct))
+    figs = trajectory_figures(report)
+    if figs:
+        parts.append("<h2>Trajectories over the track maps</h2>")
+        parts += [
+            f"<figure>{_img(b64, cap)}<figcaption>{html.escape(cap)}</figcaption></figure>"
+            for cap, b64 in figs
+        ]
+    curves = learning_curve_figure(report)
+    if curves:
+        parts.append("<h2>Learning curves</h2>")
+        parts.append(f"<figure>{_img(curves, 'learning curves')}</figure>")
+    st = report.sweep_table()
+    if st is not None:
+        parts.append(_html_table(st))
+        sweep = sweep_figure(report)
+        if sweep:
+            parts.append(f"<figure>{_img(sweep, 'latency sweep')}</figure>")
+    parts.append(_html_table(report.runs_table()))
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,290 @@
+"""Ranking: one run's score, entries (a pilot at one latency setting), their order.
+
+- **Score** (optimizing): per run, ``autonomy/100`` (clamped to [0, 1]) times the
+  completed fraction of the target laps (capped at 1); an entry's score is 100 times the
+  mean over its runs. Ties break on the lower mean ``|cross-track error|``, then the
+  lower mean lap time.
+- **Constraints** (satisficing): median latency within the control period, no flips. An
+  entry that breaks one keeps its score but ranks below every entry that meets them.
+- The latency sweep's summary: the fraction of clean runs at each charged latency.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from evaluation.report.context import Context, stale_reasons
+
+__all__ = [
+    "Entry",
+    "completion",
+    "latest_offline",
+    "rank_entries",
+    "run_score",
+    "sweep_summary",
+]
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _mean(values: Iterable[Any]) -> float | None:
+    vals = [f for f in (_num(v) for v in values) if f is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _median(values: Iterable[Any]) -> float | None:
+    vals = [f for f in (_num(v) for v in values) if f is not None]
+    return statistics.median(vals) if vals else None
+
+
+def completion(row: Mapping[str, Any]) -> float:
+    """Completed fraction of the target laps, in [0, 1]."""
+    target = _num(row.get("laps_target"))
+    done = _num(row.get("laps_completed")) or 0.0
+    if not target:
+        return 1.0 if row.get("completed") else 0.0
+    return max(0.0, min(1.0, done / target))
+
+
+def run_score(row: Mapping[str, Any]) -> float:
+    """One run's score in [0, 1]: clamped autonomy fraction x completed lap fraction."""
+    autonomy = _num(row.get("autonomy"))
+    a = 0.0 if autonomy is None else max(0.0, min(1.0, autonomy / 100.0))
+    return a * completion(row)
+
+
+def _latency_label(row: Mapping[str, Any]) -> str:
+    mode = row.get("latency_mode") or "measured"
+    if mode == "fixed":
+        return f"{_num(row.get('latency_ms')) or 0:g}ms"
+    return "0" if mode == "zero" else str(mode)
+
+
+@dataclass
+class Entry:
+    """One pilot (checkpoint) at one latency setting, with its aggregated runs."""
+
+    pilot: str
+    pilot_kind: str | None
+    checkpoint_sha256: str | None
+    latency_label: str  # measured | 0 | 70ms
+    runs: list[dict[str, Any]]
+    score: float
+    latency_ms: float | None  # median latency charged (or measured offline)
+    latency_p95_ms: float | None
+    violations: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    partial: str | None = None  # "2/4 runs" when it lacks runs the others have
+    rank: int = 0
+
+    @property
+    def feasible(self) -> bool:
+        return not self.violations
+
+    def _sum(self, key: str) -> int | None:
+        vals = [r.get(key) for r in self.runs if r.get(key) is not None]
+        return int(sum(vals)) if vals else None
+
+    @property
+    def laps_completed(self) -> int:
+        return self._sum("laps_completed") or 0
+
+    @property
+    def laps_target(self) -> int:
+        return self._sum("laps_target") or 0
+
+    @property
+    def off_track(self) -> int | None:
+        return self._sum("off_track")
+
+    @property
+    def interventions(self) -> int | None:
+        return self._sum("interventions")
+
+    @property
+    def flips(self) -> int | None:
+        return self._sum("flips")
+
+    @property
+    def autonomy(self) -> float | None:
+        return _mean(r.get("autonomy") for r in self.runs)
+
+    @property
+    def mean_abs_cte(self) -> float | None:
+        return _mean(r.get("mean_abs_cte") for r in self.runs)
+
+    @property
+    def max_abs_cte(self) -> float | None:
+        vals = [_num(r.get("max_abs_cte")) for r in self.runs]
+        vals = [v for v in vals if v is not None]
+        return max(vals) if vals else None
+
+    @property
+    def mean_lap_time(self) -> float | None:
+        return _mean(t for r in self.runs for t in (r.get("lap_times") or []))
+
+    @property
+    def runs_completed(self) -> int:
+        return sum(1 for r in self.runs if completion(r) >= 1.0)
+
+    def by_direction(self, direction: str) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r.get("direction") == direction]
+
+    @property
+    def marks(self) -> str:
+        return "; ".join(f"✗ {v}" for v in self.violations) or "✓"
+
+    @property
+    def stale_mark(self) -> str:
+        return ("stale: " + ", ".join(self.stale)) if self.stale else ""
+
+    @property
+    def label(self) -> str:
+        return (
+            self.pilot
+            if self.latency_label == "measured"
+            else f"{self.pilot} @{self.latency_label}"
+        )
+
+
+def _sort_key(e: Entry) -> tuple:
+    inf = float("inf")
+    cte = e.mean_abs_cte if e.mean_abs_cte is not None else inf
+    lap = e.mean_lap_time if e.mean_lap_time is not None else inf
+    return (not e.feasible, -round(e.score, 9), cte, lap, e.pilot)
+
+
+def latest_offline(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The newest offline row per (pilot, checkpoint, split), in first-seen order."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        latest[(r.get("pilot"), r.get("checkpoint_sha256"), r.get("split"))] = dict(r)
+    return list(latest.values())
+
+
+def rank_entries(
+    closed_loop_rows: Iterable[Mapping[str, Any]],
+    ctx: Context,
+    offline_rows: Iterable[Mapping[str, Any]] = (),
+) -> list[Entry]:
+    """Group rows into entries, score them, mark constraints and staleness, and rank."""
+    groups: dict[tuple, dict[tuple, dict[str, Any]]] = {}
+    for r in sorted(closed_loop_rows, key=lambda r: r.get("id") or 0):
+        ekey = (r["pilot"], r.get("checkpoint_sha256"), _latency_label(r))
+        rkey = (
+            r.get("track"),
+            r.get("track_hash"),
+            r.get("direction"),
+            r.get("speed"),
+            r.get("laps_target"),
+            r.get("seed"),
+        )
+        groups.setdefault(ekey, {})[rkey] = dict(r)  # newer rows replace older ones
+    offline = latest_offline(offline_rows)
+    entries = []
+    for (pilot, sha, label), runs_by_key in groups.items():
+        runs = list(runs_by_key.values())
+        measured = [r for r in runs if (r.get("latency_mode") or "measured") == "measured"]
+        latency = _median(r.get("latency_ms") for r in measured)
+        p95 = _median(r.get("latency_p95_ms") for r in measured)
+        if latency is None:  # fixed/zero runs: judge the pilot's real (offline) latency
+            bench = [
+                o for o in offline if o.get("pilot") == pilot and o.get("checkpoint_sha256") == sha
+            ]
+            latency = _median(o.get("latency_median_ms") for o in bench)
+            p95 = _median(o.get("latency_p95_ms") for o in bench)
+        period = _median(r.get("control_period_ms") for r in runs) or ctx.control_period_ms
+        violations = []
+        if latency is None:
+            violations.append("latency not measured")
+        elif latency > period:
+            violations.append(f"latency {latency:.0f} ms > {period:g} ms")
+        flips = sum(int(r.get("flips") or 0) for r in runs)
+        if flips:
+            violations.append(f"flipped {flips}×")
+        stale = sorted({s for r in runs for s in stale_reasons(r, ctx)})
+        entries.append(
+            Entry(
+                pilot=pilot,
+                pilot_kind=runs[-1].get("pilot_kind"),
+                checkpoint_sha256=sha,
+                latency_label=label,
+                runs=runs,
+                score=100.0 * sum(run_score(r) for r in runs) / len(runs),
+                latency_ms=latency,
+                latency_p95_ms=p95,
+                violations=violations,
+                stale=stale,
+            )
+        )
+    most = max((len(e.runs) for e in entries), default=0)
+    for e in entries:
+        if len(e.runs) < most:
+            e.partial = f"{len(e.runs)}/{most} runs"
+    entries.sort(key=_sort_key)
+    for i, e in enumerate(entries, 1):
+        e.rank = i
+    return entries
+
+
+def _clean_run(row: Mapping[str, Any]) -> bool:
+    """All target laps completed with no intervention (the runner's ``ok``)."""
+    return completion(row) >= 1.0 and not int(row.get("interventions") or 0)
+
+
+def sweep_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per pilot (checkpoint): the fraction of clean runs (all laps, no intervention) at each
+    swept latency, and the largest latency up to which every run was clean (``max_ok_ms``,
+    None if even the smallest failed) -- ``evaluation.runner.max_ok_latency``'s rule."""
+    groups: dict[tuple, dict[float, list[Mapping[str, Any]]]] = {}
+    for r in rows:
+        lat = _num(r.get("latency_ms"))
+        if lat is None:
+            continue
+        groups.setdefault((r["pilot"], r.get("checkpoint_sha256")), {}).setdefault(lat, []).append(
+            r
+        )
+    out = []
+    for (pilot, sha), by_lat in groups.items():
+        points = []
+        max_ok = None
+        broken = False
+        for lat in sorted(by_lat):
+            rs = by_lat[lat]
+            frac = sum(_clean_run(r) for r in rs) / len(rs)
+            points.append(
+                {
+                    "latency_ms": lat,
+                    "completed_fraction": frac,
+                    "laps_fraction": sum(completion(r) for r in rs) / len(rs),
+                    "off_track": sum(int(r.get("off_track") or 0) for r in rs),
+                    "interventions": sum(int(r.get("interventions") or 0) for r in rs),
+                    "score": 100.0 * sum(run_score(r) for r in rs) / len(rs),
+                    "runs": len(rs),
+                }
+            )
+            if frac >= 1.0 and not broken:
+                max_ok = lat
+            elif frac < 1.0:
+                broken = True
+        first_fail = next((p["latency_ms"] for p in points if p["completed_fraction"] < 1.0), None)
+        out.append(
+            {
+                "pilot": pilot,
+                "checkpoint_sha256": sha,
+                "points": points,
+                "max_ok_ms": max_ok,
+                "first_fail_ms": first_fail,
+            }
+        )
+    return out

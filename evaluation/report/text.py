@@ -1,0 +1,134 @@
+"""The plain renderings: aligned terminal text, Markdown, and CSV files of raw numbers."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from evaluation.report.context import stale_reasons
+from evaluation.report.tables import Report, Table
+
+__all__ = ["render_markdown", "render_terminal", "write_csv"]
+
+
+def _text_table(t: Table) -> str:
+    widths = [len(h) for h in t.headers]
+    for row in t.rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    line = "  ".join("-" * w for w in widths)
+    out = [
+        t.title,
+        line,
+        "  ".join(h.ljust(w) for h, w in zip(t.headers, widths, strict=True)),
+        line,
+    ]
+    out += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in t.rows
+    ]
+    if not t.rows:
+        out.append("(no rows)")
+    return "\n".join(out)
+
+
+def render_terminal(report: Report) -> str:
+    """The leaderboard and offline tables as aligned plain text."""
+    parts = [_text_table(report.leaderboard_table()), _text_table(report.offline_table())]
+    sweep = report.sweep_table()
+    if sweep is not None:
+        parts.append(_text_table(sweep))
+    parts.append(report.leaderboard_table().note)
+    if report.notes:
+        parts.append("\n".join(report.notes))
+    return "\n\n".join(parts) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(t: Table) -> str:
+    out = [f"## {t.title}", ""]
+    out.append("| " + " | ".join(_md_cell(h) for h in t.headers) + " |")
+    out.append("|" + "|".join("---" for _ in t.headers) + "|")
+    out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
+    if t.note:
+        out += ["", t.note]
+    return "\n".join(out)
+
+
+def render_markdown(report: Report) -> str:
+    parts = ["# trackpilot leaderboard", "", f"Database: `{report.db}`"]
+    if report.notes:
+        parts += ["", "```", *report.notes, "```"]
+    for t in report.tables():
+        parts += ["", _md_table(t)]
+    return "\n".join(parts) + "\n"
+
+
+def write_csv(report: Report, out_dir: str | Path) -> list[Path]:
+    """``leaderboard.csv`` (one line per entry), ``runs.csv``, ``offline.csv`` and, when
+    there is a sweep, ``sweep.csv``; raw numbers, not the formatted text."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+
+    def write(name: str, headers: list[str], rows: Iterable[Sequence[Any]]) -> None:
+        path = out_dir / name
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(headers)
+            for row in rows:
+                w.writerow(["" if v is None else v for v in row])
+        paths.append(path)
+
+    write(
+        "leaderboard.csv",
+        [
+            "rank", "pilot", "pilot_kind", "checkpoint_sha256", "latency_setting", "score",
+            "feasible", "violations", "stale", "runs", "runs_completed", "laps_completed",
+            "laps_target", "off_track", "interventions", "autonomy", "mean_abs_cte",
+            "max_abs_cte", "mean_lap_time", "latency_ms", "latency_p95_ms",
+        ],
+        (
+            [
+                e.rank, e.pilot, e.pilot_kind, e.checkpoint_sha256, e.latency_label,
+                round(e.score, 4), int(e.feasible), "; ".join(e.violations), ",".join(e.stale),
+                len(e.runs), e.runs_completed, e.laps_completed, e.laps_target, e.off_track,
+                e.interventions, e.autonomy, e.mean_abs_cte, e.max_abs_cte, e.mean_lap_time,
+                e.latency_ms, e.latency_p95_ms,
+            ]
+            for e in report.entries
+        ),
+    )  # fmt: skip
+    run_cols = [
+        "pilot", "pilot_kind", "checkpoint_sha256", "dataset_fingerprint", "track", "track_hash",
+        "direction", "speed", "laps_target", "seed", "latency_mode", "latency_ms",
+        "latency_p95_ms", "laps_completed", "off_track", "interventions", "autonomy",
+        "mean_abs_cte", "max_abs_cte", "mean_lap_time", "mean_speed", "elapsed_s", "completed",
+        "device", "hardware", "code_version", "date",
+    ]  # fmt: skip
+    write(
+        "runs.csv",
+        [*run_cols, "stale"],
+        (
+            [*(r.get(c) for c in run_cols), ",".join(stale_reasons(r, report.ctx))]
+            for e in report.entries
+            for r in e.runs
+        ),
+    )
+    off_cols = [
+        "pilot", "pilot_kind", "checkpoint_sha256", "dataset_fingerprint", "split",
+        "output_kind", "n", "mae", "mse", "macro_f1", "accuracy", "latency_median_ms",
+        "latency_p95_ms", "device", "hardware", "code_version", "date", "run_dir",
+    ]  # fmt: skip
+    write("offline.csv", off_cols, ([r.get(c) for c in off_cols] for r in report.offline))
+    if report.sweep_rows:
+        sw_cols = [
+            "pilot", "checkpoint_sha256", "track", "direction", "speed", "seed", "latency_ms",
+            "laps_completed", "laps_target", "off_track", "interventions", "autonomy",
+            "completed", "device", "date",
+        ]  # fmt: skip
+        write("sweep.csv", sw_cols, ([r.get(c) for c in sw_cols] for r in report.sweep_rows))
+    return paths
