@@ -13,14 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from agents.base import PilotNeeds
 from agents.expert import ExpertConfig, ExpertPilot
 from agents.human import HumanConfig, HumanPilot
+from agents.loop import ClosedLoop, LoopObserver
 from sim.drive_display import Display
 from sim.drive_record import EpisodeRecorder
 from sim.env import TrackEnv
 from tracks import builtin_names
 
-__all__ = ["OFF_TRACK_BANNER_FRAMES", "DriveConfig", "DriveSession"]
+__all__ = ["OFF_TRACK_BANNER_FRAMES", "Copilot", "DriveConfig", "DriveSession"]
 
 OFF_TRACK_BANNER_FRAMES = 30  # 1.5 s of simulated time at 20 Hz
 
@@ -61,8 +63,77 @@ class DriveConfig:
             raise ValueError(f"scale must be in 1..16, got {self.scale}")
 
 
-class DriveSession:
-    """The env, both pilots and the recorder; one :meth:`frame` per control step."""
+class Copilot:
+    """The person and the autopilot as one pilot: who drives each frame, and its label.
+
+    With the autopilot off the person drives (``driver = "human"``). With it on the
+    expert drives (``"expert"``) and the person's smoothed command follows its
+    command (``HumanPilot.sync``), so that a takeover is bumpless; any input from the
+    person overrides it for that frame (``"takeover"``): the label is the person's
+    command, except that a partial override keeps the autopilot's value for the
+    control left alone (steering only: the autopilot's throttle, as with lane-keeping
+    assists; throttle only: its steering). :meth:`executed` is what the motors get:
+    the expert's perturbation (noise, drift) of its own label, the label itself when
+    the person steers. Privileged: the loop hands it the track, for the expert.
+    """
+
+    name = "copilot"
+    needs = PilotNeeds(obs_mode="image", throttle=True, privileged=True)
+
+    def __init__(self, human: HumanPilot, expert: ExpertPilot, autopilot: bool = False) -> None:
+        self.human = human
+        self.expert = expert
+        self.autopilot = autopilot
+        self.driver = "expert" if autopilot else "human"  # who drove the last frame
+
+    def set_track(self, track: Any) -> None:
+        self.expert.set_track(track)
+
+    def reset(self) -> None:
+        self.expert.reset()
+        self.human.reset()
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        human = self.human
+        human_cmd = human.act(observation, info)
+        if not self.autopilot:
+            self.driver = "human"
+            return human_cmd
+        expert_cmd = self.expert.act(observation, info)
+        if not human.active:
+            self.driver = "expert"
+            human.sync(expert_cmd)
+            return expert_cmd
+        self.driver = "takeover"
+        label = human_cmd.copy()
+        # a partial override keeps the autopilot's value for the other control
+        if not human.steering_active:
+            label[0] = human.steering = float(expert_cmd[0])
+        if not human.throttle_active:
+            label[1] = human.throttle = float(expert_cmd[1])
+        return label
+
+    def executed(self, label: np.ndarray) -> np.ndarray:
+        """The command sent to the motors for this frame's ``label``."""
+        return self.expert.executed(label) if self.driver == "expert" else label
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "kind": "copilot",
+            "name": self.name,
+            "human": self.human.metadata(),
+            "expert": self.expert.metadata(),
+        }
+
+
+class DriveSession(LoopObserver):
+    """The env, the copilot and the recorder; one :meth:`frame` per control step.
+
+    The copilot drives the env through ``agents.loop.ClosedLoop`` (no latency, its
+    throttle on the motors, the episode ends when the car leaves the road). The
+    session observes that loop: every frame the copilot takes is recorded with its
+    label and driver (while recording) before the env steps.
+    """
 
     def __init__(self, cfg: DriveConfig, recorder: EpisodeRecorder) -> None:
         self.cfg = cfg
@@ -75,9 +146,19 @@ class DriveSession:
             human_cfg = replace(human_cfg, dt=self.env.dt)
         self.human = HumanPilot(human_cfg)
         self.expert = ExpertPilot(None, ExpertConfig(cruise_speed=cfg.speed), self.env.car_params)
+        self.copilot = Copilot(self.human, self.expert, autopilot=cfg.autopilot)
+        self.loop = ClosedLoop(
+            self.env,
+            self.copilot,
+            throttle=True,
+            speed=cfg.speed,
+            on_leave_road="stop",
+            perturb=self.copilot.executed,
+            observers=[self],
+            trajectory_hz=None,
+        )
         self.track_spec = cfg.track
         self.direction = cfg.direction
-        self.autopilot = cfg.autopilot
         self.recording = cfg.record
         self.help_on = False
         self.banner = ""
@@ -85,21 +166,36 @@ class DriveSession:
         self.resets = 0
         self.seed = cfg.seed
         self.display: Display | None = None
-        self.obs: np.ndarray | None = None
-        self.info: dict[str, Any] = {}
         self.last_label = np.zeros(2, np.float32)
-        self.driver = "expert" if self.autopilot else "human"
+
+    @property
+    def autopilot(self) -> bool:
+        return self.copilot.autopilot
+
+    @autopilot.setter
+    def autopilot(self, on: bool) -> None:
+        self.copilot.autopilot = bool(on)
+
+    @property
+    def driver(self) -> str:
+        """Who drove the last frame: "human", "expert" or "takeover"."""
+        return self.copilot.driver
+
+    @property
+    def obs(self) -> np.ndarray | None:
+        return self.loop.obs
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.loop.info
 
     # -------------------------------------------------------------- episode control
     def reset(self) -> None:
         self.seed = self.cfg.seed + self.resets
         self.resets += 1
-        self.obs, self.info = self.env.reset(
+        self.loop.reset(
             seed=self.seed, options={"track": self.track_spec, "direction": self.direction}
         )
-        self.expert.set_track(self.env.track)
-        self.expert.reset()
-        self.human.reset()
         self.last_label = np.zeros(2, np.float32)
         if self.display is not None:
             self.display.set_track(self.env.track)
@@ -158,41 +254,25 @@ class DriveSession:
         return True
 
     # -------------------------------------------------------------- one control step
+    def on_frame(self, obs: Any, info: dict[str, Any], command: np.ndarray) -> None:
+        """The loop's observer hook: the copilot took ``obs``; ``command`` is its label."""
+        if not self.recording:
+            return
+        self.recorder.add(obs, info, command, self.driver, self._context, self.expert.metadata)
+        if len(self.recorder) >= self.cfg.max_episode_frames:
+            self.end_episode("split")
+
     def frame(self) -> None:
-        obs, info = self.obs, self.info
-        human_cmd = self.human.act(obs, info)
-        if self.autopilot:
-            expert_cmd = self.expert.act(obs, info)
-            if self.human.active:
-                driver = "takeover"
-                label = human_cmd.copy()
-                # a partial override keeps the autopilot's value for the other control
-                if not self.human.steering_active:
-                    label[0] = self.human.steering = float(expert_cmd[0])
-                if not self.human.throttle_active:
-                    label[1] = self.human.throttle = float(expert_cmd[1])
-                executed = label
-            else:
-                driver = "expert"
-                label = expert_cmd
-                executed = self.expert.executed(label)
-                self.human.sync(label)
-        else:
-            driver = "human"
-            label = executed = human_cmd
-        self.driver = driver
-        if self.recording:
-            self.recorder.add(obs, info, label, driver, self._context, self.expert.metadata)
-            if len(self.recorder) >= self.cfg.max_episode_frames:
-                self.end_episode("split")
-        self.last_label = np.asarray(label, np.float32)
-        self.obs, _, terminated, _, self.info = self.env.step(executed)
+        """One control step: the copilot drives, the frame is recorded, the env steps; an
+        excursion (off the road, flipped) ends the episode and restarts at the line."""
+        step = self.loop.step()
+        self.last_label = np.asarray(step.command, np.float32)
         if self.banner_frames > 0:
             self.banner_frames -= 1
             if self.banner_frames == 0:
                 self.banner = ""
-        if terminated:
-            ended = "flipped" if self.info["flipped"] else "off_track"
+        if step.done:
+            ended = "flipped" if step.info["flipped"] else "off_track"
             self.end_episode(ended)
             self.banner = "FLIPPED" if ended == "flipped" else "OFF TRACK"
             self.banner_frames = OFF_TRACK_BANNER_FRAMES
