@@ -50,6 +50,14 @@ Time: each displayed frame advances the simulation by one control step
 (50 ms at 20 Hz), so ``--fps 20`` is real time, lower is slow motion, and
 ``--fps 0`` runs unthrottled (tests). Works headless with
 ``SDL_VIDEODRIVER=dummy``; ``--script FILE`` feeds it scripted key events.
+
+An app on top of ``agents``: the person and the expert are one pilot (the
+``Copilot``) that drives the env through ``agents.loop.ClosedLoop``, like every
+other pilot. This module is the command line (flags derived from ``DriveConfig``
+and ``GamepadConfig`` by ``tracks.cliargs``) and :func:`run`, the window's loop;
+the rest is ``sim.drive_session`` (config, copilot, session), ``sim.drive_display``
+(drawing), ``sim.drive_record`` (episodes) and ``sim.drive_script`` (scripted
+inputs), whose names are all importable from here too.
 """
 
 from __future__ import annotations
@@ -57,7 +65,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -68,16 +75,18 @@ from agents.human import GamepadConfig, HumanConfig
 from sim.drive_display import HELP_LINES, Display, TrackMap
 from sim.drive_record import DRIVERS, EpisodeRecorder
 from sim.drive_script import SCRIPT_ACTIONS, ScriptEvent, ScriptPlayer, parse_script
-from sim.drive_session import OFF_TRACK_BANNER_FRAMES, DriveConfig, DriveSession
+from sim.drive_session import OFF_TRACK_BANNER_FRAMES, Copilot, DriveConfig, DriveSession
 from sim.record import RecordConfig, dataset_info_cached
 from tracks import load_track
+from tracks.cliargs import add_config_args, config_from_args
 
-# The names sim.drive has always offered, now defined in the modules above.
+# What sim.drive offers: its own CLI and run(), and (re-exported) the modules' names.
 __all__ = [
     "DRIVERS",
     "HELP_LINES",
     "OFF_TRACK_BANNER_FRAMES",
     "SCRIPT_ACTIONS",
+    "Copilot",
     "Display",
     "DriveConfig",
     "DriveSession",
@@ -86,12 +95,15 @@ __all__ = [
     "ScriptPlayer",
     "TrackMap",
     "build_parser",
+    "config_from_cli",
     "main",
     "parse_script",
     "run",
 ]
 
 logger = logging.getLogger(__name__)
+
+THROTTLE_MODES = ("trigger", "stick")  # GamepadConfig.throttle_mode
 
 
 def run(cfg: DriveConfig, script: Iterable[ScriptEvent | tuple] | None = None) -> dict[str, Any]:
@@ -162,12 +174,9 @@ def run(cfg: DriveConfig, script: Iterable[ScriptEvent | tuple] | None = None) -
 
 # ------------------------------------------------------------------------------------ CLI
 
-
-def _size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 120x160, got {text!r}")
-    return int(m.group(1)), int(m.group(2))
+#: Gamepad settings on the command line, under their historical names.
+GAMEPAD_FLAGS = {"throttle_mode": "--joy-throttle", "deadzone": "--deadzone"}
+_AXES = ("steer_axis", "throttle_axis", "brake_axis")  # --joy-axes sets all three
 
 
 def _axes(text: str) -> tuple[int, int, int | None]:
@@ -183,42 +192,51 @@ def _axes(text: str) -> tuple[int, int, int | None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Flags from :class:`DriveConfig` and the gamepad part of ``HumanConfig``."""
     ap = argparse.ArgumentParser(
         prog="python -m sim.drive",
         description="Drive the car with the keyboard or a gamepad; record laps; "
         "hand over to the autopilot (P) and take over at any moment.",
     )
-    ap.add_argument("--track", default="oval", help="built-in name, gen:<seed> or a track file")
-    ap.add_argument("--direction", choices=("ccw", "cw"), default="ccw")
-    ap.add_argument("--image-size", type=_size, default=(120, 160), help="camera HxW")
-    ap.add_argument("--out", default="data/manual", help="dataset directory (created or appended)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--speed", type=float, default=2.0, help="autopilot cruise speed, m/s")
-    ap.add_argument(
-        "--fps",
-        type=float,
-        default=20.0,
-        help="frames per second; one 50 ms step per frame, so 20 = real time, 0 = unthrottled",
-    )
-    ap.add_argument("--max-frames", type=int, default=None, help="quit after N frames")
-    ap.add_argument("--scale", type=int, default=4, help="camera view magnification")
-    ap.add_argument("--record", action="store_true", help="start with recording on")
-    ap.add_argument("--autopilot", action="store_true", help="start with the autopilot on")
-    ap.add_argument(
+    add_config_args(ap, DriveConfig, exclude=("human",))
+    pad = ap.add_argument_group("gamepad")
+    defaults = GamepadConfig()
+    axes = [getattr(defaults, name) for name in _AXES]
+    pad.add_argument(
         "--joy-axes",
         type=_axes,
-        default=(0, 5, None),
-        help="gamepad axes STEER,THROTTLE[,BRAKE] (default 0,5: left stick x, right trigger)",
+        default=argparse.SUPPRESS,
+        metavar="STEER,THROTTLE[,BRAKE]",
+        help="gamepad axis numbers (default: "
+        f"{','.join(str(a) for a in axes if a is not None)}: left stick x, right trigger)",
     )
+    add_config_args(
+        pad,
+        GamepadConfig,
+        only=GAMEPAD_FLAGS,
+        flags=GAMEPAD_FLAGS,
+        help={
+            "throttle_mode": "the throttle axis: trigger (rests at -1) or stick (up = forward)",
+            "deadzone": "gamepad deadzone: |axis| below it reads 0",
+        },
+    )
+    # GamepadConfig states its throttle modes only in its check: let argparse offer them too
+    ap._option_string_actions["--joy-throttle"].choices = THROTTLE_MODES
     ap.add_argument(
-        "--joy-throttle",
-        choices=("trigger", "stick"),
-        default="trigger",
-        help="throttle axis is a trigger (rests at -1) or a stick (up = forward)",
+        "--script",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="scripted inputs: FRAME ACTION [KEY] per line",
     )
-    ap.add_argument("--deadzone", type=float, default=0.08, help="gamepad deadzone")
-    ap.add_argument("--script", type=Path, default=None, help="scripted inputs: FRAME ACTION [KEY]")
     return ap
+
+
+def config_from_cli(args: argparse.Namespace) -> DriveConfig:
+    """The :class:`DriveConfig` of parsed flags (``ValueError`` if invalid)."""
+    axes = dict(zip(_AXES, args.joy_axes, strict=True)) if "joy_axes" in args else {}
+    gamepad = config_from_args(GamepadConfig, args, **axes)
+    return config_from_args(DriveConfig, args, human=HumanConfig(gamepad=gamepad))
 
 
 def main(
@@ -227,29 +245,7 @@ def main(
     """Run the driving UI. ``script`` (tests): inputs posted as pygame events, see ScriptEvent."""
     args = build_parser().parse_args(argv)
     try:
-        steer_axis, throttle_axis, brake_axis = args.joy_axes
-        cfg = DriveConfig(
-            track=args.track,
-            direction=args.direction,
-            image_size=args.image_size,
-            out=args.out,
-            seed=args.seed,
-            speed=args.speed,
-            fps=args.fps,
-            max_frames=args.max_frames,
-            scale=args.scale,
-            record=args.record,
-            autopilot=args.autopilot,
-            human=HumanConfig(
-                gamepad=GamepadConfig(
-                    steer_axis=steer_axis,
-                    throttle_axis=throttle_axis,
-                    brake_axis=brake_axis,
-                    throttle_mode=args.joy_throttle,
-                    deadzone=args.deadzone,
-                )
-            ),
-        )
+        cfg = config_from_cli(args)
         events: list[ScriptEvent | tuple] = list(script or ())
         if args.script is not None:
             events += parse_script(args.script.read_text(encoding="utf-8"))

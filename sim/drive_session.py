@@ -21,6 +21,7 @@ from sim.drive_display import Display
 from sim.drive_record import EpisodeRecorder
 from sim.env import TrackEnv
 from tracks import builtin_names
+from tracks.common import DIRECTIONS, parse_size
 
 __all__ = ["OFF_TRACK_BANNER_FRAMES", "Copilot", "DriveConfig", "DriveSession"]
 
@@ -32,12 +33,15 @@ class DriveConfig:
     """One session of ``python -m sim.drive`` (stored in every episode it writes)."""
 
     track: str = "oval"  # built-in name, gen:<seed> or a track file
-    direction: str = "ccw"  # "ccw" or "cw"
-    image_size: tuple[int, int] = (120, 160)  # camera H, W (same as the dataset's)
+    direction: str = field(
+        default="ccw",
+        metadata={"choices": DIRECTIONS, "help": "ccw or cw, at the start (C switches)"},
+    )
+    image_size: tuple[int, int] = (120, 160)  # camera HxW (same as the dataset's)
     out: str = "data/manual"  # dataset directory (created, or appended to)
     seed: int = 0  # env seed of the first episode; episode k uses seed + k
     speed: float = 2.0  # autopilot cruise speed, m/s
-    fps: float = 20.0  # frames per second shown; one 50 ms control step per frame; 0 = unthrottled
+    fps: float = 20.0  # frames per second, one 50 ms step each: 20 = real time, 0 = unthrottled
     max_frames: int | None = None  # quit after this many frames (tests)
     max_episode_frames: int = 6000  # split longer recordings (bounds memory: ~350 MB at 120x160)
     scale: int = 4  # camera view magnification in the window
@@ -46,9 +50,9 @@ class DriveConfig:
     human: HumanConfig = field(default_factory=HumanConfig)
 
     def __post_init__(self) -> None:
-        if self.direction not in ("ccw", "cw"):
+        if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be 'ccw' or 'cw', got {self.direction!r}")
-        h, w = self.image_size
+        h, w = parse_size(self.image_size, what="image_size")
         if not (16 <= h <= 1024 and 16 <= w <= 1024):
             raise ValueError(f"image size must be 16..1024 pixels each way, got {h}x{w}")
         if not 0.0 < self.speed <= 5.0:

@@ -253,11 +253,11 @@ def test_drive_writes_recorded_frames_when_it_crashes(tmp_path, monkeypatch) -> 
     real_step = TrackEnv.step_with_switch
     calls = {"n": 0}
 
-    def failing_step(self, *args, **kwargs):
+    def failing_step(self, held, new, switch, **kwargs):
         calls["n"] += 1
         if calls["n"] == 6:
             raise RuntimeError("boom")
-        return real_step(self, *args, **kwargs)
+        return real_step(self, held, new, switch, **kwargs)
 
     monkeypatch.setattr(TrackEnv, "step_with_switch", failing_step)
     out = tmp_path / "ds"
