@@ -249,16 +249,17 @@ def test_drive_off_track_track_change_and_reset(tmp_path) -> None:
 def test_drive_writes_recorded_frames_when_it_crashes(tmp_path, monkeypatch) -> None:
     from sim.env import TrackEnv
 
-    real_step = TrackEnv.step
+    # every control step goes through step_with_switch (TrackEnv.step and agents.loop)
+    real_step = TrackEnv.step_with_switch
     calls = {"n": 0}
 
-    def failing_step(self, action):
+    def failing_step(self, held, new, switch, **kwargs):
         calls["n"] += 1
         if calls["n"] == 6:
             raise RuntimeError("boom")
-        return real_step(self, action)
+        return real_step(self, held, new, switch, **kwargs)
 
-    monkeypatch.setattr(TrackEnv, "step", failing_step)
+    monkeypatch.setattr(TrackEnv, "step_with_switch", failing_step)
     out = tmp_path / "ds"
     with pytest.raises(RuntimeError, match="boom"):
         drive.main([*SMALL, "--out", str(out), "--record", "--autopilot"])
