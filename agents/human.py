@@ -40,6 +40,9 @@ KEY_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
+THROTTLE_MODES = ("trigger", "stick")
+
+
 @dataclass(frozen=True)
 class GamepadConfig:
     """How a pygame joystick's axes map onto steering and throttle."""
@@ -49,7 +52,7 @@ class GamepadConfig:
     brake_axis: int | None = None  # e.g. 2 (Linux LT) or 4 (Windows LT); None: no brake
     # "trigger": axis rests at -1 and reads +1 fully pressed; "stick": push up (-1) = forward,
     # pull back (+1) = brake / reverse.
-    throttle_mode: str = "trigger"
+    throttle_mode: str = field(default="trigger", metadata={"choices": THROTTLE_MODES})
     deadzone: float = 0.08  # |axis| below this reads 0 (rest noise); the rest is rescaled
     max_throttle: float = 0.7  # throttle at full trigger (1.0 = 5 m/s target wheel speed)
     invert_steer: bool = False  # for wheels / sticks whose x axis is mirrored
@@ -60,7 +63,7 @@ class GamepadConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.brake_axis is not None and self.brake_axis < 0:
             raise ValueError(f"brake_axis must be >= 0 or None, got {self.brake_axis}")
-        if self.throttle_mode not in ("trigger", "stick"):
+        if self.throttle_mode not in THROTTLE_MODES:
             raise ValueError(
                 f"throttle_mode must be 'trigger' or 'stick', got {self.throttle_mode!r}"
             )

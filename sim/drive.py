@@ -103,8 +103,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-THROTTLE_MODES = ("trigger", "stick")  # GamepadConfig.throttle_mode
-
 
 def run(cfg: DriveConfig, script: Iterable[ScriptEvent | tuple] | None = None) -> dict[str, Any]:
     """Open the window and drive until quit; returns a summary. Writes what was recorded."""
@@ -220,8 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
             "deadzone": "gamepad deadzone: |axis| below it reads 0",
         },
     )
-    # GamepadConfig states its throttle modes only in its check: let argparse offer them too
-    ap._option_string_actions["--joy-throttle"].choices = THROTTLE_MODES
     ap.add_argument(
         "--script",
         type=Path,
