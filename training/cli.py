@@ -40,15 +40,8 @@ def add_alias(
     like the flags of :func:`tracks.cliargs.add_config_args` counts only when typed.
     """
     action = parser._option_string_actions[flag]
-    parser.add_argument(
-        alias,
-        dest=action.dest,
-        type=action.type,
-        choices=action.choices,
-        metavar=action.metavar,
-        default=argparse.SUPPRESS,
-        help=f"the same as {flag}",
-    )
+    same = {k: getattr(action, k) for k in ("dest", "type", "choices", "metavar")}
+    parser.add_argument(alias, default=argparse.SUPPRESS, help=f"the same as {flag}", **same)
 
 
 def setup_logging() -> None:

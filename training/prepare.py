@@ -146,14 +146,6 @@ def prepare_data(cfg: TrainConfig, split_keys: dict[str, list[str]] | None = Non
     )
 
 
-def load_test_frames(cfg: TrainConfig, data: PreparedData) -> FrameSet:
-    """The test split's frames (loaded only at the end of a run, with the same stride)."""
-    ds = open_run_dataset(cfg)
-    return load_frames(
-        ds, data.split["test"], stride=data.stride, progress=cfg.progress, desc="load test"
-    )
-
-
 def channel_stats(frames: FrameSet, seed: int, n: int = 2000) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of up to ``n`` random frames (the model's normalisation)."""
     g = torch.Generator().manual_seed(seed)
@@ -162,3 +154,11 @@ def channel_stats(frames: FrameSet, seed: int, n: int = 2000) -> tuple[list[floa
     mean = x.mean(dim=(0, 1, 2))
     std = x.std(dim=(0, 1, 2)).clamp_min(1e-3)
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def load_test_frames(cfg: TrainConfig, data: PreparedData) -> FrameSet:
+    """The test split's frames (loaded only at the end of a run, with the same stride)."""
+    ds = open_run_dataset(cfg)
+    return load_frames(
+        ds, data.split["test"], stride=data.stride, progress=cfg.progress, desc="load test"
+    )
