@@ -92,10 +92,19 @@ from training.rl_config import RLConfig
 from training.rl_env import EpisodeSampler, build_vec_env, env_kwargs, make_env, reward_weights
 from training.rl_eval import EvalSettings, _format_results, _summary, evaluate_pilot, run_eval
 from training.rl_model import build_model, export_policy, policy_alias, policy_record
-from training.rl_state import _optimizers, load_train_state, read_train_state, save_train_state
+from training.rl_state import (
+    TRAIN_STATE_FORMAT,
+    TRAIN_STATE_VERSION,
+    _optimizers,
+    load_train_state,
+    read_train_state,
+    save_train_state,
+)
 from training.rl_train import train
 
 __all__ = [
+    "TRAIN_STATE_FORMAT",
+    "TRAIN_STATE_VERSION",
     "EpisodeSampler",
     "EvalSettings",
     "_format_results",

@@ -15,6 +15,12 @@ reproduces the run), ``split.json``, ``metrics.csv``, ``curves.png``, ``tb/``
 ``last-state.safetensors`` (+ readable ``last-state.json``), ``test_metrics.json``,
 ``diagnosis.json``.
 
+Each step is one call into the module that does that job: :mod:`training.prepare` (data),
+:mod:`training.trainer` (device, seeds, model, optimiser, the epoch), :mod:`training.checkpoints`
+(checkpoints, ``--resume``), :mod:`training.rundir` (the other run files),
+:mod:`training.reporting` (metrics, curves, TensorBoard, log lines) and
+:mod:`training.train_cli` (flags from :class:`~training.config.TrainConfig`).
+
 Exit status: 0 done; 1 training diverged (NaN/inf loss: the best checkpoint is left as it
 was); 2 bad input (one ``error:`` line, nothing written).
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from training.checkpoints import finish_best_record, load_resume_point, save_epoch
@@ -114,15 +121,12 @@ def run(
         for w in data.warnings:
             logger.warning("distribution check: %s", w)
 
-        # ------------------------------------------------------------ model and optimiser
         model_args = saved.model_args if saved else model_args_for(cfg, data)
         trainer = Trainer.build(cfg, data, model_args, device, amp_dtype)
         if saved is not None:
             saved.restore(trainer)
             logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
         base = base_error(cfg, data)
-
-        # ------------------------------------------------------------ run directory
         write_run_files(run_dir, cfg, data)
         record = checkpoint_record(cfg, data, base)
         logger.info(
@@ -133,47 +137,55 @@ def run(
         board = Board(run_dir, cfg.tensorboard, trainer.epoch + 1 if resume else None)
         data.train.to(device)
         data.dev.to(device)
-
-        # ------------------------------------------------------------ epochs
         try:
             while not trainer.done:
                 row, improved = trainer.run_epoch()
                 save_epoch(run_dir, trainer, record, improved)
-                history = trainer.history
-                write_metrics_csv(run_dir / "metrics.csv", history)
-                plot_curves(
-                    run_dir / "curves.png", history, trainer.stopper.best_epoch,
-                    cfg.resolved_stop_metric,
-                )  # fmt: skip
-                board.log(history[-1])
-                log_epoch(row, improved)
+                _report_epoch(run_dir, trainer, board, row, improved)
                 if on_epoch_end is not None:
-                    on_epoch_end(trainer.epoch, history[-1])
+                    on_epoch_end(trainer.epoch, trainer.history[-1])
         finally:
             board.close()
-        stopper, history = trainer.stopper, trainer.history
-        reason = trainer.stop_reason()
-        logger.info(
-            "%s; best epoch %d (%s %.4f)",
-            reason,
-            stopper.best_epoch,
-            cfg.resolved_stop_metric,
-            stopper.best or float("nan"),
-        )
-        best_row = trainer.restore_best()
+        return _finish(run_dir, trainer, base)
 
-        # ------------------------------------------------------------ test and diagnosis
-        test_metrics: dict[str, Any] | None = None
-        if data.split["test"]:
-            metrics = trainer.test_metrics(load_test_frames(cfg, data))
-            test_metrics = write_test_metrics(
-                run_dir, metrics, len(data.split["test"]), stopper.best_epoch
-            )
-        diag = diagnose(best_row["train_mae"], best_row["dev_mae"], base[0], base_note=base[1])
-        write_diagnosis(run_dir, diag)
-        epochs_run = history[-1]["epoch"] if history else 0
-        finish_best_record(run_dir, test_metrics, diag, reason, epochs_run)
-        plot_curves(run_dir / "curves.png", history, stopper.best_epoch, cfg.resolved_stop_metric)
+
+def _report_epoch(
+    run_dir: Path, trainer: Trainer, board: Board, row: dict[str, Any], improved: bool
+) -> None:
+    """``metrics.csv``, ``curves.png``, TensorBoard and the log line after an epoch."""
+    history = trainer.history
+    write_metrics_csv(run_dir / "metrics.csv", history)
+    plot_curves(
+        run_dir / "curves.png", history, trainer.stopper.best_epoch,
+        trainer.cfg.resolved_stop_metric,
+    )  # fmt: skip
+    board.log(history[-1])
+    log_epoch(row, improved)
+
+
+def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[str, Any]:
+    """Restore the best weights, evaluate on test, diagnose; returns the run's summary."""
+    cfg, data, stopper, history = trainer.cfg, trainer.data, trainer.stopper, trainer.history
+    reason = trainer.stop_reason()
+    logger.info(
+        "%s; best epoch %d (%s %.4f)",
+        reason,
+        stopper.best_epoch,
+        cfg.resolved_stop_metric,
+        stopper.best or float("nan"),
+    )
+    best_row = trainer.restore_best()
+    test_metrics: dict[str, Any] | None = None
+    if data.split["test"]:
+        metrics = trainer.test_metrics(load_test_frames(cfg, data))
+        test_metrics = write_test_metrics(
+            run_dir, metrics, len(data.split["test"]), stopper.best_epoch
+        )
+    diag = diagnose(best_row["train_mae"], best_row["dev_mae"], base[0], base_note=base[1])
+    write_diagnosis(run_dir, diag)
+    epochs_run = history[-1]["epoch"] if history else 0
+    finish_best_record(run_dir, test_metrics, diag, reason, epochs_run)
+    plot_curves(run_dir / "curves.png", history, stopper.best_epoch, cfg.resolved_stop_metric)
     return {
         "run_dir": str(run_dir),
         "best_epoch": stopper.best_epoch,
