@@ -374,7 +374,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, syn_dat
 
 
 def test_nan_loss_stops_without_overwriting_best(tmp_path, syn_data, monkeypatch, capsys) -> None:
-    import training.train as train_mod
+    import training.trainer as train_mod
 
     real = train_mod.compute_loss
     calls = {"n": 0}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -28,10 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.models import ARCHITECTURES, build_model, preprocess
+from agents.classical import EdgePilot
+from agents.cnn import CNNPilot
+from agents.models import ARCHITECTURES, build_model, preprocess, steering_to_class
+from tracks.common import parse_size
 from training.augment import AugmentParams, augment_batch
-from training.config import parse_size
+from training.cli import fail
 from training.data import FrameSet
+from training.synthetic import render_road
+from training.trainer import resolve_device
 
 __all__ = ["bench_latency", "bench_training", "main"]
 
@@ -44,8 +48,6 @@ def _sync(device: torch.device) -> None:
 
 
 def _frames(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    from training.synthetic import render_road
-
     rng = np.random.default_rng(seed)
     base = [
         render_road(
@@ -97,8 +99,6 @@ def bench_training(
         ta = time.perf_counter() - ta
         out = model(x)
         if loss_fn is not None:
-            from agents.models import steering_to_class
-
             loss = loss_fn(out, steering_to_class(s, model.class_values))
         else:
             loss = torch.nn.functional.mse_loss(out[:, 0], s)
@@ -153,9 +153,6 @@ def bench_latency(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from agents.classical import EdgePilot
-    from agents.cnn import CNNPilot
-
     ap = argparse.ArgumentParser(
         prog="python -m training.bench", description=__doc__.split("\n")[0]
     )
@@ -182,12 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"unknown models {unknown}; choose from {list(ARCHITECTURES)}")
         if args.repeats < 1 or args.latency_runs < 1:
             raise ValueError("--repeats and --latency-runs must be >= 1")
-        from training.train import resolve_device
-
         device = resolve_device(args.device)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     if args.threads:
         torch.set_num_threads(args.threads)
     env = {
@@ -200,15 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "frame_size": list(size),
     }
     results = []
+    timing = {
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "min_seconds": args.min_seconds,
+    }
     for arch in models:
-        r = bench_training(
-            arch,
-            device,
-            size,
-            batch_size=args.batch_size,
-            repeats=args.repeats,
-            min_seconds=args.min_seconds,
-        )
+        r = bench_training(arch, device, size, **timing)
         model = build_model(arch)
         runs = args.latency_runs if arch != "resnet_cls" else max(5, args.latency_runs // 3)
         r.update(bench_latency(CNNPilot(model, device=device), size, runs=runs))

@@ -23,24 +23,26 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tracks.common import DIRECTIONS, parse_size
 from training.augment import AugmentParams
 
-__all__ = ["CONFIG_VERSION", "TrainConfig", "parse_size"]
+# parse_size (the ``HxW`` syntax) is defined in tracks.common and kept importable here.
+__all__ = ["CONFIG_VERSION", "TrainConfig", "json_dict", "parse_size"]
 
 CONFIG_VERSION = 1
 ARCHS = ("pilotnet", "compact", "compact_cls", "resnet_cls")
 CLASS_ARCHS = ("compact_cls", "resnet_cls")
 DEVICES = ("auto", "cpu", "cuda")
 STOP_METRICS = ("auto", "dev_mae", "dev_mse", "dev_loss", "dev_macro_f1")
-DIRECTIONS = ("ccw", "cw")
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"120x160"`` -> ``(120, 160)``."""
-    parts = str(text).lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"size must be HxW, e.g. 120x160, got {text!r}")
-    return int(parts[0]), int(parts[1])
+def json_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON-ready dict (tuple fields become lists)."""
+    d = asdict(config)
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    return d
 
 
 @dataclass(frozen=True)
@@ -48,37 +50,50 @@ class TrainConfig:
     """Everything that defines a behaviour-cloning run."""
 
     # --- data
-    data: str = ""  # dataset directory (written by python -m sim.record)
-    out: str = ""  # run directory for checkpoints, curves and metrics
+    data: str = ""  # dataset directory (written by python -m sim.record); required
+    out: str = ""  # run directory (new or empty) for checkpoints, curves, metrics; required
     directions: tuple[str, ...] = DIRECTIONS  # keep only episodes driven in these directions
     max_frames: int | None = None  # cap on frames used: every k-th frame of each episode
-    split_ratios: tuple[float, float, float] | None = None  # None: by data size (data.py)
+    split_ratios: tuple[float, float, float] | None = field(
+        default=None,
+        metadata={
+            "help": "train,dev,test fractions, e.g. 0.8,0.1,0.1; none: by data size (data.py)",
+            "metavar": "TRAIN,DEV,TEST",
+        },
+    )
     split_seed: int = 0  # shuffles episodes within (track, direction) groups
 
     # --- model (agents.models.build_model)
     model: str = "compact"  # pilotnet | compact | compact_cls | resnet_cls
-    width: float | None = None  # channel multiplier; None: the architecture's default
-    depth: int | None = None  # conv depth (meaning per architecture); None: its default
-    input_size: tuple[int, int] | None = None  # model input (H, W); None: its default
+    width: float | None = None  # channel multiplier; none: the architecture's default
+    depth: int | None = None  # conv depth (meaning per architecture); none: its default
+    input_size: tuple[int, int] | None = (
+        None  # model input (H, W); none: the architecture's default
+    )
     batch_norm: bool = True  # batch norm after every convolution
     dropout: float = 0.2  # dropout rate before dense layers
     num_classes: int = 15  # steering bins of the classifiers (odd keeps a 0 bin)
     predict_throttle: bool = False  # regression models: also predict throttle
-    normalize: str = "data"  # per-channel mean/std from the training frames, or "imagenet"
+    normalize: str = "data"  # data: per-channel mean/std of the training frames; or imagenet
 
     # --- optimisation
     epochs: int = 30  # upper limit; early stopping usually ends sooner
-    batch_size: int = 128
+    batch_size: int = 128  # frames per training step
     lr: float = 1e-3  # AdamW learning rate
-    weight_decay: float = 1e-2  # decoupled AdamW weight decay lambda (see module docstring)
+    weight_decay: float = 1e-2  # decoupled AdamW weight decay lambda (conv and dense weights)
     loss: str = "mse"  # regression loss: "mse" or "huber" (classes: cross-entropy)
     huber_delta: float = 0.1  # Huber transition point, steering units
     throttle_weight: float = 0.5  # weight of the throttle term when predict_throttle
     label_smoothing: float = 0.0  # cross-entropy label smoothing for classifiers
-    grad_clip: float | None = 5.0  # max global gradient norm; None disables
-    lr_decay_patience: int = 2  # multiply lr by lr_decay_factor after this many epochs
-    # without dev improvement (and again after as many more); 0: constant lr
-    lr_decay_factor: float = 0.5
+    grad_clip: float | None = 5.0  # max global gradient norm; none disables
+    lr_decay_patience: int = field(
+        default=2,
+        metadata={
+            "help": "multiply lr by lr_decay_factor after this many epochs without dev "
+            "improvement (and again after as many more); 0: constant lr"
+        },
+    )
+    lr_decay_factor: float = 0.5  # the lr multiplier of --lr-decay-patience
 
     # --- early stopping
     patience: int = 5  # epochs without improvement of the dev metric before stopping
@@ -94,21 +109,21 @@ class TrainConfig:
     shift_steering: float = 0.5  # steering correction per image width of shift
 
     # --- diagnosis
-    base_error: float | None = None  # irreducible steering MAE; None: estimate from the data
+    base_error: float | None = None  # irreducible steering MAE; none: estimate from the data
 
     # --- runtime
     seed: int = 0  # seeds weights, batch order, augmentation and dropout
     device: str = "auto"  # auto | cpu | cuda (cuda:N accepted)
     amp: bool = True  # mixed precision (bf16 or fp16 autocast) on CUDA only
     deterministic: bool = True  # deterministic kernels (CPU results are reproducible)
-    threads: int | None = None  # CPU threads for torch; None: torch's default
-    eval_batch_size: int = 512
+    threads: int | None = None  # CPU threads for torch; none: torch's default
+    eval_batch_size: int = 512  # frames per evaluation batch
     train_eval_frames: int = 5000  # frames of train evaluated each epoch for the train error
     flip_eval_frames: int = 1000  # dev frames used for the flip-consistency metric
     progress: bool = True  # tqdm progress bars
     tensorboard: bool = True  # TensorBoard events in RUN_DIR/tb
 
-    version: int = field(default=CONFIG_VERSION, repr=False)
+    version: int = field(default=CONFIG_VERSION, repr=False, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         def check(cond: bool, msg: str) -> None:
@@ -266,11 +281,7 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return json_dict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)

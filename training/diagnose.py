@@ -28,10 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from training.cli import fail
 
 __all__ = ["DEFAULT_TOLERANCE", "diagnose", "estimate_base_error", "format_diagnosis", "main"]
 
@@ -184,16 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.base_error is not None and not (
         math.isfinite(args.base_error) and args.base_error >= 0
     ):
-        print("error: --base-error must be a finite number >= 0", file=sys.stderr)
-        return 2
+        return fail("--base-error must be a finite number >= 0")
     if not (math.isfinite(args.tolerance) and args.tolerance >= 0):
-        print("error: --tolerance must be a finite number >= 0", file=sys.stderr)
-        return 2
+        return fail("--tolerance must be a finite number >= 0")
     try:
         d = diagnose_run(args.run_dir, args.base_error, args.tolerance)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     print(json.dumps(d, indent=2) if args.json else format_diagnosis(d))
     return 0
 

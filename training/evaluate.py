@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from agents.cnn import load_model
 from agents.models import SteeringNet, decode_steering, preprocess, steering_to_class
+from sim.dataset import open_dataset
 from training.augment import flip_consistency
+from training.cli import fail
 from training.data import SPLITS, FrameSet, load_frames
 from training.metrics import classification_report, format_class_table, regression_metrics
 
@@ -100,11 +102,11 @@ def evaluate_frames(
     frames: FrameSet,
     indices: torch.Tensor | None = None,
     *,
-    batch_size: int = 512,
-    amp_dtype: torch.dtype | None = None,
     loss_kwargs: dict[str, Any] | None = None,
     report: bool = False,
     flip_frames: int = 0,
+    batch_size: int = 512,
+    amp_dtype: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Loss and steering metrics of ``model`` on ``frames`` (eval mode, no augmentation).
 
@@ -180,9 +182,6 @@ def evaluate_offline(
     ``classes`` (per-class precision/recall/F1 and support); plus ``checkpoint_sha256``,
     ``split``, ``episodes``.
     """
-    from agents.cnn import load_model
-    from sim.dataset import open_dataset
-
     if split not in (*SPLITS, "all"):
         raise ValueError(f"split must be one of {(*SPLITS, 'all')}, got {split!r}")
     model, record = load_model(checkpoint, device)
@@ -230,8 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         res = evaluate_offline(args.checkpoint, args.data, args.split, device=args.device)
     except (ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

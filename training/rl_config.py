@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from training.config import parse_size
+from tracks.common import DIRECTIONS, parse_size
+from training.config import json_dict
 
+# parse_size (the ``HxW`` syntax) is defined in tracks.common and kept importable here.
 __all__ = ["RL_CONFIG_VERSION", "RLConfig", "parse_size"]
 
 RL_CONFIG_VERSION = 1
@@ -26,7 +28,6 @@ ALGOS = ("ppo", "sac")
 OBS = ("state", "image", "both")
 ENV_OBS_MODE = {"state": "state", "image": "image", "both": "image+state"}
 DEVICES = ("auto", "cpu", "cuda")
-DIRECTIONS = ("ccw", "cw")
 ACTIVATIONS = ("tanh", "relu")
 
 
@@ -36,51 +37,69 @@ class RLConfig:
 
     # --- run
     out: str = ""  # run directory: config, checkpoints, TensorBoard logs, evaluations
-    algo: str = "ppo"  # ppo | sac
-    obs: str = "state"  # state (7-vector) | image (camera) | both (dict of the two)
+    algo: str = field(default="ppo", metadata={"choices": ALGOS})  # ppo | sac
+    obs: str = field(
+        default="state",
+        metadata={
+            "choices": OBS,
+            "help": "state (7-vector) | image (camera) | both (dict of the two)",
+        },
+    )
     timesteps: int = 100_000  # total env steps (summed over the parallel envs)
-    seed: int = 0
-    device: str = "auto"  # auto: cuda for image policies when available, else cpu
+    seed: int = 0  # seeds the model, the envs and the generated tracks
+    device: str = field(
+        default="auto",
+        metadata={
+            "choices": DEVICES,
+            "help": "auto: cuda for image policies when available, else cpu",
+        },
+    )
     n_envs: int = 2  # parallel envs (SubprocVecEnv when > 1)
-    torch_threads: int | None = None  # torch intra-op threads in the learner; None: 1
+    torch_threads: int | None = None  # torch intra-op threads in the learner; none: 1
 
     # --- environment and curriculum (sampled per episode)
     tracks: tuple[str, ...] = ("oval", "kidney")  # training pool
-    directions: tuple[str, ...] = DIRECTIONS
+    directions: tuple[str, ...] = DIRECTIONS  # driving directions drawn per episode
     generated: int = 0  # add this many procedurally generated tracks to the pool
-    fixed_speed: float | None = 2.0  # m/s cruise control, steering-only action; None: full
+    fixed_speed: float | None = 2.0  # m/s cruise control, steering-only action; none: full
     image_size: tuple[int, int] = (64, 64)  # (H, W) camera frames for image / both
-    frame_stack: int | None = None  # None: 1 for state, 2 for image / both
+    frame_stack: int | None = None  # stacked frames; none: 1 for state, 2 for image / both
     random_start: bool = True  # start each episode at a random arc length
     lateral_noise: float = 0.1  # m, uniform start offset
     heading_noise: float = 0.15  # rad, uniform start heading error
-    # Weight of the env's lateral-offset penalty (per second, times (lateral / half
-    # width)^2) in training; the env's own default is 0.1. See training/rl.py for why.
-    lateral_penalty: float = 1.0
+    # See training/rl.py for why the weight is 1.0.
+    lateral_penalty: float = field(
+        default=1.0,
+        metadata={
+            "help": "weight of the env's lateral-offset penalty in training (per second, "
+            "times (lateral / half width)^2); the env's own default is 0.1"
+        },
+    )
     max_episode_steps: int = 2400  # time limit (120 s at 20 Hz), a truncation
     domain_randomization: bool = False  # colours, light, camera pose per episode
 
     # --- evaluation and checkpoints
     eval_freq: int = 10_000  # env steps between evaluations (0: only at the end)
     eval_laps: int = 3  # laps asked in each evaluation episode
-    eval_tracks: tuple[str, ...] = ()  # () -> the training tracks (not the generated ones)
+    eval_tracks: tuple[str, ...] = ()  # empty: the training tracks (not the generated ones)
     stop_when_solved: bool = False  # stop once every eval episode completes its laps
 
-    # --- hyperparameters (None: tuned default for algo / obs, see ``hyperparams``)
-    learning_rate: float | None = None
-    gamma: float | None = None
-    batch_size: int | None = None
-    n_steps: int | None = None  # PPO: rollout steps per env between updates
-    n_epochs: int | None = None  # PPO
-    gae_lambda: float | None = None  # PPO
-    clip_range: float | None = None  # PPO
-    ent_coef: float | None = None  # PPO (SAC always tunes its entropy coefficient)
-    log_std_init: float | None = None  # initial log std of the Gaussian policy
-    net_arch: tuple[int, ...] | None = None  # hidden layers of the policy and value heads
-    activation: str | None = None  # tanh | relu
-    buffer_size: int | None = None  # SAC replay buffer (transitions)
-    learning_starts: int | None = None  # SAC: random steps before learning
-    normalize: bool | None = None  # VecNormalize: running obs (state part) + reward scaling
+    # --- hyperparameters (None, "none" on the command line: the tuned default for algo and
+    # obs, see ``hyperparams``; config.json records the values used)
+    learning_rate: float | None = None  # optimiser step size; none: tuned
+    gamma: float | None = None  # discount factor; none: tuned
+    batch_size: int | None = None  # transitions per gradient step; none: tuned
+    n_steps: int | None = None  # PPO: rollout steps per env between updates; none: tuned
+    n_epochs: int | None = None  # PPO: epochs per update; none: tuned
+    gae_lambda: float | None = None  # PPO: GAE lambda; none: tuned
+    clip_range: float | None = None  # PPO: clip range; none: tuned
+    ent_coef: float | None = None  # PPO: entropy bonus (SAC tunes its own); none: tuned
+    log_std_init: float | None = None  # initial log std of the Gaussian policy; none: tuned
+    net_arch: tuple[int, ...] | None = None  # hidden layers of policy and value heads; none: tuned
+    activation: str | None = field(default=None, metadata={"choices": ACTIVATIONS})  # none: tuned
+    buffer_size: int | None = None  # SAC replay buffer (transitions); none: tuned
+    learning_starts: int | None = None  # SAC: random steps before learning; none: tuned
+    normalize: bool | None = None  # VecNormalize obs (state part) and rewards; none: tuned
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -240,11 +259,7 @@ class RLConfig:
 
     # ------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return json_dict(self)
 
     def resolved(self) -> dict[str, Any]:
         """What ``config.json`` holds: the fields plus every derived value used."""

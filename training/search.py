@@ -28,6 +28,7 @@ Hyperparameters go stale when the data, the network or the hardware change: sear
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -39,7 +40,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COARSE_SPACE", "Param", "fine_space", "main"]
+from sim.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tracks.cliargs import add_config_args
+from training.cli import Parser, fail, setup_logging
+from training.config import TrainConfig
+from training.errors import RunError, TrainingDiverged
+from training.prepare import prepare_data
+from training.train import run
+from training.train_cli import typed_fields
+
+__all__ = ["COARSE_SPACE", "Param", "base_config", "build_parser", "fine_space", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +114,9 @@ def _to_config_fields(params: dict[str, Any]) -> dict[str, Any]:
 
 def plot_trials(path: Path, trials: list[Any], metric: str, best_number: int | None) -> None:
     """Dev metric against each parameter (log axes where searched on a log scale)."""
+    # matplotlib takes a second or two to import: only code that plots pays for it.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from sim.io_utils import atomic_write_bytes
 
     done = [t for t in trials if t.value is not None]
     fig = Figure(figsize=(15, 6), dpi=90)
@@ -149,8 +158,6 @@ def plot_trials(path: Path, trials: list[Any], metric: str, best_number: int | N
 
 
 def _write_trials_csv(path: Path, trials: list[Any]) -> None:
-    from sim.io_utils import atomic_write_text
-
     names = [p.name for p in COARSE_SPACE]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -161,17 +168,16 @@ def _write_trials_csv(path: Path, trials: list[Any]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from training.train import (
-        RunError,
-        TrainingDiverged,
-        _Parser,
-        _setup_logging,
-        build_parser,
-        config_from_args,
-    )
+#: TrainConfig fields the search sets itself: the searched ones, and those with flags of
+#: their own here (``--out`` is the search directory; ``--epochs`` and ``--seed`` apply to
+#: every trial) or fixed for trials (no TensorBoard).
+_NOT_FLAGS = ("lr", "weight_decay", "dropout", "batch_size", "width", "data", "out", "epochs",
+              "seed", "tensorboard")  # fmt: skip
 
-    ap = _Parser(
+
+def build_parser() -> argparse.ArgumentParser:
+    """The search's own flags, then one per :class:`TrainConfig` field it does not set."""
+    ap = Parser(
         prog="python -m training.search", description="Coarse-to-fine random hyperparameter search."
     )
     ap.add_argument("--data", required=True, help="dataset directory")
@@ -193,51 +199,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--config", default=None, help="base TrainConfig JSON for everything not searched"
     )
-    ap.add_argument("--model", default=None, help="architecture (default: the config's)")
-    ap.add_argument("--max-frames", type=int, default=None)
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--patience", type=int, default=None)
-    ap.add_argument("--input-size", default=None, help="model input HxW")
-    ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
-    _setup_logging()
+    group = ap.add_argument_group(
+        "training settings of every trial (default: the --config file's, else these)"
+    )
+    add_config_args(group, TrainConfig, exclude=_NOT_FLAGS)
+    return ap
+
+
+def base_config(args: argparse.Namespace) -> TrainConfig:
+    """The trials' common config: the typed flags over ``--config`` (or the defaults)."""
+    given = {
+        **typed_fields(args),
+        "data": args.data,
+        "out": str(Path(args.out) / "trials" / "base"),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "tensorboard": False,
+    }
+    if args.config:
+        return TrainConfig.from_json(args.config, **given)
+    return TrainConfig(**given)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
     try:
+        # Optional at run time, and slow to import: only a search that runs needs it.
         import optuna
     except ImportError:  # pragma: no cover
-        print("error: optuna is not installed (pip install optuna)", file=sys.stderr)
-        return 2
+        return fail("optuna is not installed (pip install optuna)")
     if args.trials < 1 or args.epochs < 1 or not (0 < args.coarse_fraction <= 1):
-        print(
-            "error: --trials and --epochs must be >= 1, --coarse-fraction in (0, 1]",
-            file=sys.stderr,
-        )
-        return 2
+        return fail("--trials and --epochs must be >= 1, --coarse-fraction in (0, 1]")
     out = Path(args.out)
-    train_argv = [
-        "--data",
-        args.data,
-        "--out",
-        str(out / "trials" / "base"),
-        "--epochs",
-        str(args.epochs),
-        "--seed",
-        str(args.seed),
-        "--no-tensorboard",
-    ]
-    for flag, value in (("--config", args.config), ("--model", args.model), ("--max-frames", args.max_frames),
-                        ("--device", args.device), ("--patience", args.patience), ("--input-size", args.input_size)):  # fmt: skip
-        if value is not None:
-            train_argv += [flag, str(value)]
-    if args.no_progress:
-        train_argv.append("--no-progress")
+    progress = getattr(args, "progress", True)
     try:
-        base = config_from_args(build_parser().parse_args(train_argv))
-        from training.train import prepare_data
-
+        base = base_config(args)
         data = prepare_data(base)
     except (RunError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
 
     out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{(out / 'search.db').resolve()}"
@@ -253,8 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_if_exists=True,
     )
     n_coarse = max(1, math.ceil(args.trials * args.coarse_fraction))
-    from training.train import run
-
     while True:
         trials = study.get_trials(deepcopy=False)
         if len(trials) >= args.trials:
@@ -276,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = replace(
             base,
             out=str(out / "trials" / f"{trial.number:04d}"),
-            progress=not args.no_progress,
+            progress=progress,
             **params,
         )
         logger.info("trial %d (stage %d): %s", trial.number, stage, json.dumps(params))
@@ -313,8 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no trial completed", file=sys.stderr)
         return 1
     best = study.best_trial
-    from sim.io_utils import atomic_write_json
-
     best_cfg = replace(base, out="", **_to_config_fields(best.params))
     doc = best_cfg.to_dict()
     atomic_write_json(out / "best_config.json", doc)

@@ -19,6 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load, save
+
+from sim.io_utils import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "EarlyStopping",
@@ -175,10 +179,6 @@ def save_train_state(
     leave weights and optimizer from different epochs. ``NAME.json`` is a readable copy of
     the record, written afterwards; resuming reads only the safetensors file.
     """
-    from safetensors.torch import save
-
-    from sim.io_utils import atomic_write_bytes, atomic_write_json
-
     run_dir = Path(run_dir)
     tensors = {
         f"model.{k}": v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
@@ -210,9 +210,6 @@ def load_train_state(
     run_dir: str | Path, name: str = "last-state"
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(record, tensors)`` of a saved state; ``ValueError`` naming the file on any problem."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load
-
     path = Path(run_dir) / f"{name}.safetensors"
     try:
         data = path.read_bytes()
@@ -227,13 +224,20 @@ def load_train_state(
         record = json.loads(meta.get("record", "null"))
     except (SafetensorError, ValueError, OSError) as e:
         raise ValueError(f"{path}: not a valid training state ({e})") from None
-    if not isinstance(record, dict) or record.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path}: not a trackpilot training state")
-    if record.get("version") != STATE_VERSION:
-        raise ValueError(
-            f"{path}: state version {record.get('version')!r}, expected {STATE_VERSION}"
-        )
+    problem = _record_problem(record)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     return record, tensors
+
+
+def _record_problem(record: Any) -> str | None:
+    """Why ``record`` is no training state this version reads (None if it is one)."""
+    if not isinstance(record, dict) or record.get("format") != STATE_FORMAT:
+        return "not a trackpilot training state"
+    version = record.get("version")
+    return (
+        None if version == STATE_VERSION else f"state version {version!r}, expected {STATE_VERSION}"
+    )
 
 
 def state_part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor] | None:

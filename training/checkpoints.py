@@ -1,0 +1,132 @@
+"""Checkpoints of a behaviour-cloning run and resuming from them.
+
+Every epoch writes ``last.safetensors`` + ``last.json`` (and ``best.*`` when the epoch is the
+best so far) through :func:`agents.cnn.write_checkpoint`, then the whole resumable state
+(``last-state.*``, :mod:`training.state`). ``--resume`` reads that state back into a
+:class:`~training.trainer.Trainer`; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.cnn import write_checkpoint
+from sim.io_utils import atomic_write_json
+from tracks.common import now_iso
+from training.errors import RunError
+from training.prepare import PreparedData
+from training.reporting import clean
+from training.state import (
+    load_train_state,
+    restore_optimizer,
+    save_train_state,
+    set_rng_state,
+    state_part,
+)
+from training.trainer import Trainer
+
+__all__ = ["ResumePoint", "finish_best_record", "load_resume_point", "save_epoch"]
+
+
+@dataclass
+class ResumePoint:
+    """What a run directory holds for ``--resume``: the training state and the saved split."""
+
+    record: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    split: dict[str, list[str]]  # episode keys per split (``split.json``)
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        return dict(self.record["model_args"])
+
+    def check_dataset(self, cfg_data: str, data: PreparedData) -> None:
+        """:class:`RunError` unless ``data`` is the dataset the run was trained on."""
+        if self.record.get("dataset_fingerprint") != data.fingerprint:
+            raise RunError(
+                f"cannot resume: {cfg_data} is not the dataset this run was trained on (fingerprint differs)"
+            )
+
+    def restore(self, trainer: Trainer) -> None:
+        """Put weights, optimiser, scaler, RNGs, early stopping and history back."""
+        record, tensors = self.record, self.tensors
+        trainer.model.load_state_dict(state_part(tensors, "model"))
+        trainer.best_state = state_part(tensors, "best")
+        restore_optimizer(trainer.optimizer, record, tensors)
+        if record.get("scaler") and trainer.scaler.is_enabled():
+            trainer.scaler.load_state_dict(record["scaler"])
+        set_rng_state(tensors, record["rng"])
+        trainer.stopper.load_state_dict(record["early_stopping"])
+        trainer.history = list(record["history"])
+        trainer.epoch = int(record["epoch"])
+
+
+def load_resume_point(run_dir: Path) -> ResumePoint:
+    """The training state and split of ``run_dir`` (:class:`RunError` if unreadable)."""
+    try:
+        record, tensors = load_train_state(run_dir)
+        split = json.loads((run_dir / "split.json").read_text(encoding="utf-8"))["episodes"]
+    except (OSError, ValueError, KeyError) as e:
+        raise RunError(f"cannot resume from {run_dir}: {e}") from None
+    return ResumePoint(record, tensors, split)
+
+
+def save_epoch(run_dir: Path, trainer: Trainer, record: dict[str, Any], improved: bool) -> None:
+    """``best.*`` (if ``improved``), ``last.*`` and the resumable state after an epoch.
+
+    ``record`` is what every checkpoint's JSON carries (config, dataset, split, ...).
+    """
+    row = trainer.history[-1]
+    for name in ("best", "last") if improved else ("last",):
+        write_checkpoint(
+            run_dir,
+            name,
+            trainer.model,
+            {**record, "epoch": trainer.epoch, "metrics": row, "created": now_iso()},
+        )
+    save_train_state(
+        run_dir,
+        model=trainer.model,
+        best_state=trainer.best_state,
+        optimizer=trainer.optimizer,
+        scaler=trainer.scaler,
+        info={
+            "epoch": trainer.epoch,
+            "early_stopping": trainer.stopper.state_dict(),
+            "history": trainer.history,
+            "model_args": trainer.model.args,
+            "dataset_fingerprint": trainer.data.fingerprint,
+            "created": now_iso(),
+        },
+    )
+
+
+def finish_best_record(
+    run_dir: Path,
+    test_metrics: dict[str, Any] | None,
+    diagnosis: dict[str, Any],
+    reason: str,
+    epochs_run: int,
+) -> None:
+    """Add the end of the run to ``best.json``: test metrics, diagnosis, why it stopped.
+
+    ``stopped`` comes after ``test_metrics.json`` was written: it marks a finished run.
+    """
+    best_json = run_dir / "best.json"
+    record = json.loads(best_json.read_text(encoding="utf-8"))
+    record.update(
+        {
+            "test_metrics": None
+            if test_metrics is None
+            else {k: v for k, v in test_metrics.items() if k != "classes"},
+            "diagnosis": clean(diagnosis),
+            "stopped": reason,
+            "epochs_run": epochs_run,
+        }
+    )
+    atomic_write_json(best_json, clean(record))

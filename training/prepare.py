@@ -1,0 +1,164 @@
+"""The data of one behaviour-cloning run: open, filter, split, check and load the frames.
+
+:func:`prepare_data` does it once per run (a hyperparameter search prepares once and reuses
+the result across trials); every problem with the dataset is a :class:`RunError`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sim.dataset import Dataset, DatasetError, dataset_fingerprint, open_dataset
+from training.config import TrainConfig
+from training.data import (
+    SPLITS,
+    FrameSet,
+    default_ratios,
+    distribution_check,
+    load_frames,
+    split_episodes,
+)
+from training.errors import RunError
+
+__all__ = ["PreparedData", "channel_stats", "load_test_frames", "open_run_dataset", "prepare_data"]
+
+
+@dataclass
+class PreparedData:
+    """Everything loaded from the dataset for one run (reusable across search trials)."""
+
+    root: str
+    info: dict[str, Any]
+    records: list[dict[str, Any]]  # all manifest records (indices below point here)
+    fingerprint: str
+    split: dict[str, list[int]]  # episode indices per split
+    ratios: tuple[float, float, float]  # the frame ratios the split aimed at
+    stride: int
+    train: FrameSet
+    dev: FrameSet
+    check: dict[str, Any]
+    warnings: list[str]
+
+    def keys(self, split: str) -> list[str]:
+        return [self.records[i]["key"] for i in self.split[split]]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (int(self.train.images.shape[1]), int(self.train.images.shape[2]))
+
+
+def open_run_dataset(cfg: TrainConfig) -> Dataset:
+    """The dataset of ``cfg.data`` (:class:`RunError` if it is missing or unreadable)."""
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise RunError(f"--data {root}: no such directory")
+    try:
+        return open_dataset(root)
+    except DatasetError as e:
+        raise RunError(str(e)) from None
+
+
+def _split(
+    ds: Dataset, cfg: TrainConfig, keep: list[int], split_keys: dict[str, list[str]] | None
+) -> dict[str, list[int]]:
+    """Episode indices per split: a new split of the ``keep`` episodes, or the saved one."""
+    if split_keys is not None:
+        index = {rec["key"]: i for i, rec in enumerate(ds.episodes)}
+        missing = [k for s in SPLITS for k in split_keys.get(s, []) if k not in index]
+        if missing:
+            raise RunError(f"{ds.root}: lacks episode {missing[0]!r} of the saved split")
+        return {s: sorted(index[k] for k in split_keys.get(s, [])) for s in SPLITS}
+    sub = split_episodes([ds.episodes[i] for i in keep], cfg.split_ratios, cfg.split_seed)
+    return {s: sorted(keep[j] for j in sub[s]) for s in SPLITS}
+
+
+def _check_distribution(
+    ds: Dataset, split: dict[str, list[int]], stride: int
+) -> tuple[dict[str, Any], list[str]]:
+    """The split's distribution check, on labels only (cheap: images are not read)."""
+    steer, dirs, tracks = {}, {}, {}
+    for s in SPLITS:
+        a = ds.load_arrays(fields=["steering"], episodes=split[s]) if split[s] else {
+            "steering": np.empty(0, np.float32), "episode": np.empty(0, np.int32)}  # fmt: skip
+        steer[s] = a["steering"][::stride] if stride > 1 else a["steering"]
+        ep = a["episode"][::stride] if stride > 1 else a["episode"]
+        dirs[s] = np.array([ds.episodes[i]["direction"] for i in ep], dtype=object)
+        tracks[s] = np.array([ds.episodes[i]["track_id"] for i in ep], dtype=object)
+    return distribution_check(steer, dirs, tracks)
+
+
+def prepare_data(cfg: TrainConfig, split_keys: dict[str, list[str]] | None = None) -> PreparedData:
+    """Open, filter, split (or re-use ``split_keys``), check and load train/dev frames."""
+    ds = open_run_dataset(cfg)
+    if len(ds.episodes) == 0 or len(ds) == 0:
+        raise RunError(f"{ds.root}: the dataset has no frames")
+    keep = [
+        i
+        for i, rec in enumerate(ds.episodes)
+        if rec["direction"] in cfg.directions and rec["frames"] > 0
+    ]
+    if not keep:
+        raise RunError(
+            f"{ds.root}: no episodes driven {'/'.join(cfg.directions)} "
+            f"({len(ds.episodes)} episodes in other directions)"
+        )
+    split = _split(ds, cfg, keep, split_keys)
+    if not split["train"] or not split["dev"]:
+        raise RunError(
+            f"{ds.root}: {len(keep)} usable episodes cannot give both a train and a dev split "
+            "(need at least 2 episodes; early stopping needs dev data)"
+        )
+    total = sum(ds.episodes[i]["frames"] for s in SPLITS for i in split[s])
+    stride = 1 if cfg.max_frames is None else max(1, math.ceil(total / cfg.max_frames))
+    try:
+        check, warnings = _check_distribution(ds, split, stride)
+        if not split["test"]:
+            warnings.append("no test episodes: the final test evaluation is skipped")
+        train = load_frames(
+            ds, split["train"], stride=stride, progress=cfg.progress, desc="load train"
+        )
+        dev = load_frames(ds, split["dev"], stride=stride, progress=cfg.progress, desc="load dev")
+    except DatasetError as e:
+        raise RunError(str(e)) from None
+    if len(train) < 2:
+        raise RunError(f"{ds.root}: only {len(train)} training frames")
+    for name, fs in (("train", train), ("dev", dev)):
+        if not (torch.isfinite(fs.steering).all() and torch.isfinite(fs.throttle).all()):
+            raise RunError(f"{ds.root}: non-finite labels in the {name} split")
+    return PreparedData(
+        root=str(ds.root),
+        info=dict(ds.info),
+        records=[dict(r) for r in ds.episodes],
+        fingerprint=dataset_fingerprint(ds),
+        split=split,
+        ratios=cfg.split_ratios or default_ratios(sum(ds.episodes[i]["frames"] for i in keep)),
+        stride=stride,
+        train=train,
+        dev=dev,
+        check=check,
+        warnings=warnings,
+    )
+
+
+def channel_stats(frames: FrameSet, seed: int, n: int = 2000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of up to ``n`` random frames (the model's normalisation)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(frames), generator=g)[:n]
+    x = frames.images.index_select(0, idx.to(frames.images.device)).to("cpu").double() / 255.0
+    mean = x.mean(dim=(0, 1, 2))
+    std = x.std(dim=(0, 1, 2)).clamp_min(1e-3)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def load_test_frames(cfg: TrainConfig, data: PreparedData) -> FrameSet:
+    """The test split's frames (loaded only at the end of a run, with the same stride)."""
+    ds = open_run_dataset(cfg)
+    return load_frames(
+        ds, data.split["test"], stride=data.stride, progress=cfg.progress, desc="load test"
+    )
