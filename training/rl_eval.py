@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from agents.loop import ClosedLoop, RunResult
 from agents.sb3_pilot import load_sb3_pilot, resolve_sb3_checkpoint
+from sim.env import TrackEnv
 from tracks.common import DIRECTIONS
 
 __all__ = ["EvalSettings", "evaluate_pilot", "run_eval"]
@@ -25,7 +27,7 @@ def evaluate_pilot(
     pilot: Any,
     *,
     tracks: Sequence[str],
-    directions: Sequence[str] = ("ccw", "cw"),
+    directions: Sequence[str] = DIRECTIONS,
     laps: int = 3,
     obs_mode: str = "state",
     image_size: tuple[int, int] = (64, 64),
@@ -37,14 +39,14 @@ def evaluate_pilot(
 ) -> list[dict[str, Any]]:
     """Drive ``pilot`` closed-loop from the start line, ``laps`` laps per (track, direction).
 
-    An episode ends when the laps are done, the car leaves the road (the env's
-    off-track rule) or the step limit passes (default: 1.5x the time the laps take at
-    the fixed speed, or at 1 m/s under full control, and at least 2400 steps), or when
-    the car gained less than 0.5 m of progress in the last ``stall_s`` seconds.
-    ``completed`` means all laps, consecutively, without leaving the road.
+    The episodes run in the one closed loop (``agents.loop.ClosedLoop``, no latency,
+    ``on_leave_road="stop"``): an episode ends when the laps are done, the car leaves
+    the road (the env's off-track rule), the step limit passes (default: 1.5x the time
+    the laps take at the fixed speed, or at 1 m/s under full control, and at least 2400
+    steps), or the car gained less than 0.5 m of progress in the last ``stall_s``
+    seconds. ``ok`` means all laps, consecutively, without leaving the road. Each
+    episode is a dict with the loop's metric names (:func:`_episode`).
     """
-    from sim.env import TrackEnv
-
     env = TrackEnv(
         track=tracks[0],
         obs_mode=obs_mode,
@@ -53,71 +55,67 @@ def evaluate_pilot(
         max_laps=laps,
         reward_weights=weights,
     )
+    # Under cruise control only the policy's steering is used.
+    loop = ClosedLoop(
+        env, pilot, throttle=fixed_speed is None, on_leave_road="stop", trajectory_hz=None
+    )
     results = []
     try:
         for track in tracks:
             for direction in directions:
-                obs, info = env.reset(seed=seed, options={"track": track, "direction": direction})
-                pilot.reset()
+                loop.reset(seed=seed, options={"track": track, "direction": direction})
                 speed = fixed_speed or 1.0
                 limit = max_steps or max(
                     2400, math.ceil(1.5 * laps * env.track.length / speed * env.control_hz)
                 )
-                ret, steps, lat, progress = 0.0, 0, [], [0.0]
-                terminated = stalled = False
-                while steps < limit and not terminated and not stalled:
-                    a = np.asarray(pilot.act(obs, info), dtype=np.float32)
-                    obs, r, terminated, _, info = env.step(a[:1] if fixed_speed else a)
-                    ret += float(r)
-                    steps += 1
-                    lat.append(abs(float(info["lateral"])))
-                    progress.append(float(info["progress"]))
-                    # A car that stands still or circles would only run out the clock.
-                    window = stall_s * env.control_hz
-                    stalled = steps >= window and progress[-1] - progress[-1 - window] < 0.5
-                crashed = bool(info["off_track"] or info["flipped"])
-                results.append(
-                    {
-                        "track": track,
-                        "direction": direction,
-                        "laps": int(info["lap"]),
-                        "target_laps": laps,
-                        "completed": bool(info["lap"] >= laps and not crashed),
-                        "off_track": crashed,
-                        "stalled": bool(stalled),
-                        "steps": steps,
-                        "time_s": round(float(info["t"]), 3),
-                        "return": round(ret, 3),
-                        "lap_times": [round(t, 3) for t in info["lap_times"]],
-                        "mean_abs_lateral": round(float(np.mean(lat)), 4) if lat else 0.0,
-                        "max_abs_lateral": round(float(np.max(lat)), 4) if lat else 0.0,
-                    }
-                )
+                results.append(_episode(track, loop.run(laps, max_steps=limit, stall_s=stall_s)))
     finally:
         env.close()
     return results
 
 
+def _episode(track: str, r: RunResult) -> dict[str, Any]:
+    """One RL evaluation episode for ``evaluations.jsonl``: the run's metrics, rounded."""
+    return {
+        "track": track,
+        "direction": r.direction,
+        "laps_completed": r.laps_completed,
+        "laps_target": r.laps_target,
+        "completed": r.completed,
+        "interventions": r.interventions,
+        "ok": r.ok,
+        "stalled": r.stalled,
+        "steps": r.steps,
+        "elapsed_s": round(r.elapsed_s, 3),
+        "episode_return": round(r.episode_return, 3),
+        "lap_times": [round(t, 3) for t in r.lap_times],
+        "mean_abs_cte": round(r.mean_abs_cte, 4),
+        "max_abs_cte": round(r.max_abs_cte, 4),
+    }
+
+
 def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "mean_return": float(np.mean([r["return"] for r in results])),
-        "completed": int(sum(r["completed"] for r in results)),
+        "mean_return": float(np.mean([r["episode_return"] for r in results])),
+        "completed": int(sum(r["ok"] for r in results)),
         "episodes": len(results),
-        "solved": all(r["completed"] for r in results),
+        "solved": all(r["ok"] for r in results),
         "laps_fraction": float(
-            np.mean([min(r["laps"], r["target_laps"]) / r["target_laps"] for r in results])
+            np.mean(
+                [min(r["laps_completed"], r["laps_target"]) / r["laps_target"] for r in results]
+            )
         ),
-        "max_abs_lateral": float(max(r["max_abs_lateral"] for r in results)),
+        "max_abs_cte": float(max(r["max_abs_cte"] for r in results)),
     }
 
 
 def _format_results(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'track':<12} {'dir':<4} {'laps':>5} {'off':>4} {'time_s':>7} {'|lat| mean':>10}"]
+    lines = [f"{'track':<12} {'dir':<4} {'laps':>5} {'off':>4} {'time_s':>7} {'|cte| mean':>10}"]
     for r in results:
         lines.append(
-            f"{r['track']:<12} {r['direction']:<4} {r['laps']:>2}/{r['target_laps']:<2} "
-            f"{'yes' if r['off_track'] else 'no':>4} {r['time_s']:>7.1f} "
-            f"{r['mean_abs_lateral']:>10.3f}  {'PASS' if r['completed'] else 'FAIL'}"
+            f"{r['track']:<12} {r['direction']:<4} {r['laps_completed']:>2}/{r['laps_target']:<2} "
+            f"{'yes' if r['interventions'] else 'no':>4} {r['elapsed_s']:>7.1f} "
+            f"{r['mean_abs_cte']:>10.3f}  {'PASS' if r['ok'] else 'FAIL'}"
         )
     return "\n".join(lines)
 
