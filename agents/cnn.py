@@ -118,9 +118,11 @@ class CNNPilot:
         self.sha256 = self.record.get("weights_sha256")
         self.name = name or f"cnn-{model.arch}" + (f"-{self.sha256[:8]}" if self.sha256 else "")
         self._throttle = "throttle" in model.targets and model.output_kind == "regression"
-        # Steering only: cruise control holds the speed. The camera is the default one
-        # (the model resizes it to its input).
-        self.needs = PilotNeeds(obs_mode="image", image_size=None)
+        # Steering only: cruise control holds the speed. The camera is the one its
+        # training frames were recorded with (the model resizes them to its input, as in
+        # training); without a recorded dataset, its input size.
+        recorded = (self.record.get("dataset") or {}).get("image_size")
+        self.needs = PilotNeeds(obs_mode="image", image_size=tuple(recorded or model.input_size))
 
     def reset(self) -> None:
         """Stateless: nothing to forget."""

@@ -110,7 +110,8 @@ def test_evaluate_cnn_checkpoint_with_measured_latency(tmp_path) -> None:
     )
     record = json.loads((tmp_path / "best.json").read_text())
     assert row.pilot_kind == "cnn" and row.checkpoint_sha256 == record["weights_sha256"]
-    assert row.obs_mode == "image" and row.image_size == [120, 160]
+    # the camera it was trained on: no dataset in the checkpoint, so its input size
+    assert row.obs_mode == "image" and row.image_size == [30, 40]
     assert row.latency_mode == "measured" and 0 < row.latency_ms <= row.latency_p95_ms
     assert row.track == "oval" and row.direction == "cw"
     assert row.elapsed_s == pytest.approx(0.5) and not row.completed

@@ -204,3 +204,44 @@ def test_a_new_pilot_kind_is_one_module_and_one_entry(tmp_path, monkeypatch) -> 
     pilot = registry.load_pilot(str(model))
     assert isinstance(pilot, FakeOnnx) and pilot.path == model
     assert "an ONNX model" in str(pytest.raises(ValueError, registry.load_pilot, "nowhere").value)
+
+
+# --------------------------------------------------------------------------- the camera
+class _Seen(LoopObserver):
+    def __init__(self) -> None:
+        self.shapes: set[tuple[int, ...]] = set()
+
+    def on_frame(self, obs, info, command) -> None:
+        self.shapes.add(np.asarray(obs).shape)
+
+
+@pytest.mark.parametrize(
+    ("dataset_size", "input_size", "camera"),
+    [
+        ((96, 96), (96, 96), (96, 96)),  # trained on 96x96 frames: evaluated on 96x96 frames
+        ((60, 80), (96, 128), (60, 80)),  # upsampled in training: the recorded camera
+        (None, (64, 64), (64, 64)),  # no dataset recorded in the checkpoint: its input size
+    ],
+)
+def test_cnn_pilot_gets_the_camera_it_was_trained_on(
+    tmp_path, tiny_track, dataset_size, input_size, camera
+) -> None:
+    from agents.cnn import write_checkpoint
+    from agents.models import build_model
+    from evaluation.runner import run_closed_loop
+
+    extra = {"dataset": {"image_size": list(dataset_size)}} if dataset_size else {}
+    write_checkpoint(tmp_path, "best", build_model("compact", input_size=input_size), extra)
+    pilot = registry.load_pilot(str(tmp_path))
+    assert pilot.needs.image_size == camera
+    seen = _Seen()
+    r = run_closed_loop(pilot, tiny_track, laps=1, max_time_s=0.5, record_trajectory=False)
+    assert r.image_size == list(camera)
+    env = TrackEnv(track=tiny_track, image_size=pilot.needs.camera, fixed_speed=2.0)
+    try:
+        loop = ClosedLoop(env, pilot, observers=[seen])
+        loop.reset(seed=0)
+        loop.step()
+    finally:
+        env.close()
+    assert seen.shapes == {(*camera, 3)}

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from agents.models import decode_steering, preprocess
+
 __all__ = ["AugmentParams", "augment_batch", "flip_batch", "flip_consistency"]
 
 
@@ -168,8 +170,6 @@ def flip_consistency(
     for a mirrored frame, so this is 0 for a perfectly symmetric pilot. ``images`` are
     camera frames (``uint8`` ``NHWC``) on any device; the model's device is used.
     """
-    from agents.models import decode_steering, preprocess
-
     if len(images) == 0:
         return float("nan")
     was_training = model.training

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from sim.dataset import DatasetWriter, EpisodeMeta, open_dataset, synthetic_episode
+
 __all__ = ["make_synthetic_dataset", "render_road", "steering_for"]
 
 GROUND = (82, 133, 71)
@@ -93,8 +95,6 @@ def make_synthetic_dataset(
     Episodes cycle through ``tracks`` x (ccw, cw). Counter-clockwise episodes bend left
     more often than right (and clockwise ones right), like real laps.
     """
-    from sim.dataset import DatasetWriter, EpisodeMeta, open_dataset, synthetic_episode
-
     rng = np.random.default_rng(seed)
     info = {
         "env_id": "synthetic",
