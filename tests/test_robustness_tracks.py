@@ -292,7 +292,9 @@ def test_undrivable_csv_is_refused_naming_where(tmp_path, rows, match):
     path = write_csv(tmp_path / "bad.csv", rows)
     msg = refused(lambda: load_track(path), match)
     assert msg.startswith(f"{path}: undrivable track: ")
-    assert msg.endswith("(allow_undrivable=True / --allow-undrivable loads it anyway)")
+    assert msg.endswith(
+        "(allow_undrivable=True loads it anyway; --allow-undrivable in sim.record and tracks.plot)"
+    )
 
 
 def test_edges_of_distant_parts_overlapping(tmp_path):

@@ -265,7 +265,10 @@ def require_drivable(
     if problems:
         text = f"{label}: undrivable track: {'; '.join(problems)}"
         if not allow_undrivable:
-            raise ValueError(f"{text} (allow_undrivable=True / --allow-undrivable loads it anyway)")
+            raise ValueError(
+                f"{text} (allow_undrivable=True loads it anyway; --allow-undrivable in "
+                "sim.record and tracks.plot)"
+            )
         if key not in _warned:
             _warned.add(key)
             logger.warning("%s (loaded anyway: allow_undrivable)", text)
