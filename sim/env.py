@@ -19,6 +19,8 @@ from sim.plane import GROUND, SKY, palette, plane_image
 from sim.world import CameraSpec, Colors, View, World, camera_view, ground_mask, make_view
 from tracks import Track, generate_track, load_track
 from tracks.common import DIRECTIONS
+from tracks.limits import car_min_half_width, car_min_radius
+from tracks.validate import require_drivable
 
 ENV_ID = "trackpilot/TrackDrive-v0"
 ENV_VERSION = 0
@@ -152,6 +154,14 @@ class TrackEnv(gym.Env):
     length); ``lateral_noise`` (m) and ``heading_noise`` (rad): uniform
     perturbations of the start pose. Every draw comes from ``self.np_random``.
 
+    Every track, from any source, must be drivable for this env's car
+    (``tracks.validate.require_drivable``: each half width at least
+    ``car.track_width / 2 + 0.15`` m, centreline radius at least the car's turning
+    radius ``wheelbase / tan(max_steer)``, no self-crossing, no overlapping edges),
+    else the constructor (for a ``Track``) or ``reset`` raises a one-line
+    ``ValueError``; ``allow_undrivable=True`` drives it anyway, with a warning
+    logged. Each geometry is checked once per process.
+
     ## Version History
     - v0: first release. (Before release the camera's road plane moved from
       TinyRenderer to ``sim.plane``: same geometry, palette colours; datasets
@@ -182,6 +192,7 @@ class TrackEnv(gym.Env):
         render_view: str = "chase",
         render_size: tuple[int, int] = (240, 320),
         car: CarParams | None = None,
+        allow_undrivable: bool = False,
     ) -> None:
         super().__init__()
         if obs_mode not in OBS_MODES:
@@ -232,6 +243,10 @@ class TrackEnv(gym.Env):
         self.render_view = render_view
         self.render_size = render_size
         self.car_params = car or CarParams()
+        self.allow_undrivable = bool(allow_undrivable)
+        self._checked_track: Track | None = None  # the last track that passed _check_track
+        if isinstance(track, Track):
+            self._check_track(track)  # refuse an undrivable Track now, not at reset
 
         if fixed_speed is None:
             self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -273,6 +288,9 @@ class TrackEnv(gym.Env):
         self._proj = None
 
     def _resolve_track(self, spec: Any) -> Track:
+        return self._check_track(self._lookup_track(spec))
+
+    def _lookup_track(self, spec: Any) -> Track:
         if isinstance(spec, Track):
             return spec
         if spec == "random":
@@ -282,7 +300,21 @@ class TrackEnv(gym.Env):
                 return _generated_track(int(self.np_random.integers(2**31 - 1)))
         if isinstance(spec, str) and spec.startswith("gen:"):
             return _generated_track(int(spec[4:]))
-        return load_track(spec)
+        return load_track(spec, allow_undrivable=self.allow_undrivable)
+
+    def _check_track(self, track: Track) -> Track:
+        """``track``, once it is known drivable for this car (``require_drivable``
+        remembers each geometry; the same object again costs nothing)."""
+        if track is not self._checked_track:
+            car = self.car_params
+            require_drivable(
+                track,
+                allow_undrivable=self.allow_undrivable,
+                min_radius=car_min_radius(car.wheelbase, car.max_steer),
+                min_half_width=car_min_half_width(car.track_width),
+            )
+            self._checked_track = track
+        return track
 
     def _connect(self) -> None:
         if self._client is None:

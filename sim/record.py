@@ -71,6 +71,7 @@ class RecordConfig:
     domain_randomization: bool = False  # seeded colours, light and camera jitter per episode
     seed: int = 0  # the dataset's seed: each episode's own seed is derived from it
     max_seconds: float = 600.0  # simulated-time cap per episode
+    allow_undrivable: bool = False  # record on tracks that fail the drivability check (warns)
 
     def __post_init__(self) -> None:
         if not self.tracks:
@@ -157,6 +158,7 @@ def record_episode(job: dict, cfg: RecordConfig, out: str) -> dict:
         fixed_speed=None,
         max_laps=cfg.laps,
         domain_randomization=cfg.domain_randomization,
+        allow_undrivable=cfg.allow_undrivable,
     )
     expert = ExpertPilot(None, cfg.expert, env.car_params, seed=job["seed"])
     recorder = _Frames()
@@ -292,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(RecordConfig, args, expert=expert)
         for t in cfg.tracks:
             if not t.startswith("gen:"):
-                load_track(t)  # fail fast on a bad name or file, before any worker starts
+                # fail fast on a bad name or file or an undrivable track, before any worker starts
+                load_track(t, allow_undrivable=cfg.allow_undrivable)
         if args.workers < 1:
             raise ValueError("--workers must be >= 1")
         summary = record(cfg, args.out, workers=args.workers, progress=not args.no_progress)

@@ -49,7 +49,8 @@ def test_csv_import_columns_and_scale(tmp_path, header):
     assert t.length == pytest.approx(2 * math.pi * 20, rel=1e-4)
     # Column order is right, then left.
     assert t.half_widths(1.0) == pytest.approx((0.6, 0.3))
-    small = load_f1tenth_csv(path, scale=0.1, name="small")
+    # Scaled to a 2 m circle with 3-6 cm half widths: undrivable, loaded on purpose.
+    small = load_f1tenth_csv(path, scale=0.1, name="small", allow_undrivable=True)
     assert small.name == "small"
     assert small.length == pytest.approx(t.length * 0.1, rel=1e-9)
     assert small.half_widths(1.0) == pytest.approx((0.06, 0.03))
@@ -195,7 +196,8 @@ def test_load_track_dispatch(tmp_path):
     assert load_track(str(tmp_path / "o.json")).geometry_hash == oval.geometry_hash
     assert load_track(tmp_path / "o.json").geometry_hash == oval.geometry_hash
     csv = write_csv(tmp_path / "ring.csv")
-    assert load_track(csv, scale=0.1).length == pytest.approx(2 * math.pi * 2.0, rel=1e-4)
+    small = load_track(csv, scale=0.1, allow_undrivable=True)  # 3-6 cm half widths
+    assert small.length == pytest.approx(2 * math.pi * 2.0, rel=1e-4)
 
 
 @pytest.mark.parametrize(

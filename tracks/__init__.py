@@ -15,7 +15,7 @@ from tracks.io import (
 )
 from tracks.library import BUILTIN_TRACKS, HELDOUT_TRACKS, TRAIN_TRACKS, builtin_names, get_track
 from tracks.track import Projection, ProjectionArrays, Track, TrackSamples
-from tracks.validate import validate_track
+from tracks.validate import require_drivable, validate_track
 
 
 def __getattr__(name: str) -> object:
@@ -43,6 +43,7 @@ __all__ = [
     "load_track",
     "load_track_json",
     "plot_track",
+    "require_drivable",
     "save_f1tenth_csv",
     "save_track_json",
     "validate_track",

@@ -1,4 +1,5 @@
-"""Seeded procedural tracks that always pass ``validate_track``."""
+"""Seeded procedural tracks that always pass ``validate_track``, the one drivability
+check, at design targets (1.2 m radius, 1 m road) stricter than the car needs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 
 import numpy as np
 
+from tracks.limits import MIN_HALF_WIDTH, MIN_TURNING_RADIUS
 from tracks.track import Track
 from tracks.validate import validate_track
 
@@ -37,8 +39,9 @@ def generate_track(
         n_control: control points on the loop (>= 6).
         mean_radius: radius of the base circle, metres (length is about 2 pi times it).
         roughness: amplitude of the radial modulation, as a fraction of mean_radius.
-        width: full road width, metres.
-        min_radius: smallest allowed centreline radius, metres.
+        width: full road width, metres (at least twice ``tracks.limits.MIN_HALF_WIDTH``).
+        min_radius: smallest allowed centreline radius, metres (at least the car's
+            turning radius, ``tracks.limits.MIN_TURNING_RADIUS``).
         margin: clearance used by the validation, metres.
         max_attempts: draws before giving up with a ValueError.
     """
@@ -48,6 +51,16 @@ def generate_track(
         raise ValueError(f"n_control must be an integer >= 6, got {n_control!r}")
     if not (width > 0 and min_radius > 0 and margin >= 0):
         raise ValueError("width and min_radius must be positive and margin non-negative")
+    if width / 2 < MIN_HALF_WIDTH:
+        raise ValueError(
+            f"width {width:g} m is below the {2 * MIN_HALF_WIDTH:g} m the car needs "
+            f"(half width {MIN_HALF_WIDTH:g} m each side)"
+        )
+    if min_radius < MIN_TURNING_RADIUS:
+        raise ValueError(
+            f"min_radius {min_radius:g} m is below the car's turning radius "
+            f"{MIN_TURNING_RADIUS:.2f} m"
+        )
     if width / 2 + margin >= min_radius:
         raise ValueError(
             f"half width {width / 2:g} m + margin {margin:g} m must be below min_radius {min_radius:g} m"

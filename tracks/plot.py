@@ -17,6 +17,9 @@ from tracks.track import Track
 
 logger = logging.getLogger(__name__)
 
+#: Most samples along the track in a plot (a long track is drawn coarser).
+_MAX_PLOT_SAMPLES = 20_000
+
 
 def plot_track(
     track: Track,
@@ -41,7 +44,9 @@ def plot_track(
         ax = fig.add_subplot(1, 1, 1)
     else:
         fig = ax.figure
-    left, right = track.edges(spacing=min(0.05, track.length / 200))
+    # 5 cm between samples (finer on tiny tracks), but never more than _MAX_PLOT_SAMPLES.
+    spacing = max(min(0.05, track.length / 200), track.length / _MAX_PLOT_SAMPLES)
+    left, right = track.edges(spacing=spacing)
     # Road surface: the two edge loops in opposite directions form an annulus.
     verts = np.concatenate([left, left[:1], right[::-1], right[-1:]])
     codes = np.full(len(verts), MplPath.LINETO)
@@ -51,7 +56,7 @@ def plot_track(
     for edge in (left, right):
         closed = np.concatenate([edge, edge[:1]])
         ax.plot(closed[:, 0], closed[:, 1], color="0.2", lw=1.2, zorder=2)
-    c = track.resample(min(0.05, track.length / 200)).xy
+    c = track.resample(spacing).xy
     c = np.concatenate([c, c[:1]])
     ax.plot(c[:, 0], c[:, 1], color="0.45", lw=0.8, ls="--", zorder=2, label="centreline")
     if show_start:
@@ -108,9 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="scale for CSV files")
     ap.add_argument("--reverse", action="store_true", help="plot the reversed track")
     ap.add_argument("--title", default=None)
+    ap.add_argument(
+        "--allow-undrivable",
+        action="store_true",
+        help="plot a track that fails the drivability check (a warning names the problem)",
+    )
     args = ap.parse_args(argv)
     try:
-        track = load_track(args.track, scale=args.scale)
+        track = load_track(args.track, scale=args.scale, allow_undrivable=args.allow_undrivable)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -258,6 +258,7 @@ class Track:
         self._ctrl = pts
         self._wl_ctrl = wl
         self._wr_ctrl = wr
+        self._hash: str | None = None
         for a in (pts, wl, wr):
             a.setflags(write=False)
         self._build_dense()
@@ -323,8 +324,12 @@ class Track:
         wl = np.interp(t, knots, np.concatenate([self._wl_ctrl, self._wl_ctrl[:1]]))
         wr = np.interp(t, knots, np.concatenate([self._wr_ctrl, self._wr_ctrl[:1]]))
         normal = np.column_stack([-tangent[:, 1], tangent[:, 0]])
-        for a in (s, xy, tangent, normal, curvature, wl, wr):
+        # Arc length of each control point (spline knots sit every _SUBDIV table rows).
+        ctrl_s = s_table[: nctrl * _SUBDIV : _SUBDIV] if self._smooth else knots[:-1]
+        ctrl_s = np.array(ctrl_s, dtype=float)
+        for a in (s, xy, tangent, normal, curvature, wl, wr, ctrl_s):
             a.setflags(write=False)
+        self._ctrl_s = ctrl_s
         self.dense = DenseSamples(s, xy, tangent, normal, curvature, wl, wr)
         self._length = length
         self._n = n
@@ -381,6 +386,11 @@ class Track:
         return self._ctrl
 
     @property
+    def control_s(self) -> np.ndarray:
+        """The (N,) arc lengths of the control points, in [0, length) (read-only)."""
+        return self._ctrl_s
+
+    @property
     def control_half_widths(self) -> tuple[np.ndarray, np.ndarray]:
         """The (N,) left and right half widths at the control points (read-only)."""
         return self._wl_ctrl, self._wr_ctrl
@@ -400,12 +410,16 @@ class Track:
     def geometry_hash(self) -> str:
         """sha256 hex of the canonical geometry (control points and widths, micrometre
         rounding, interpolation kind); independent of the name."""
-        h = hashlib.sha256()
-        h.update(f"trackpilot-geometry-v1;smooth={int(self._smooth)};n={len(self._ctrl)};".encode())
-        for arr in (self._ctrl, self._wl_ctrl, self._wr_ctrl):
-            q = np.round(np.asarray(arr) * 1e6).astype("<i8")
-            h.update(q.tobytes())
-        return h.hexdigest()
+        if self._hash is None:  # the geometry is immutable: hash it once
+            h = hashlib.sha256()
+            h.update(
+                f"trackpilot-geometry-v1;smooth={int(self._smooth)};n={len(self._ctrl)};".encode()
+            )
+            for arr in (self._ctrl, self._wl_ctrl, self._wr_ctrl):
+                q = np.round(np.asarray(arr) * 1e6).astype("<i8")
+                h.update(q.tobytes())
+            self._hash = h.hexdigest()
+        return self._hash
 
     @property
     def max_abs_curvature(self) -> float:
@@ -714,24 +728,81 @@ class Track:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Track:
-        """Inverse of ``to_dict``; raises ValueError on a wrong format or schema version."""
+        """Inverse of ``to_dict``, with strict types (a JSON track file's content).
+
+        Raises ValueError on a wrong format or schema version, an unknown or missing
+        field, a ``name`` that is not a string, a ``smooth`` that is not a bool, or
+        geometry that is not numbers (bools and numeric strings are refused).
+        """
         if not isinstance(d, dict):
             raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT_NAME:
             raise ValueError(f"format is {d.get('format')!r}, expected {FORMAT_NAME!r}")
-        if d.get("schema_version") != SCHEMA_VERSION:
+        version = d.get("schema_version")
+        if isinstance(version, bool) or version != SCHEMA_VERSION:
+            raise ValueError(f"unsupported schema_version {version!r} (expected {SCHEMA_VERSION})")
+        unknown = sorted(str(k) for k in d if k not in _DICT_FIELDS)
+        if unknown:
             raise ValueError(
-                f"unsupported schema_version {d.get('schema_version')!r} (expected {SCHEMA_VERSION})"
+                f"unknown field(s): {', '.join(unknown)} (expected {', '.join(_DICT_FIELDS)})"
             )
         missing = [k for k in ("centreline", "half_width_left", "half_width_right") if k not in d]
         if missing:
             raise ValueError(f"missing field(s): {', '.join(missing)}")
-        try:
-            centreline = np.asarray(d["centreline"], dtype=float)
-            wl = np.asarray(d["half_width_left"], dtype=float)
-            wr = np.asarray(d["half_width_right"], dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"non-numeric geometry: {exc}") from None
-        return cls(
-            centreline, wl, wr, name=str(d.get("name", "track")), smooth=bool(d.get("smooth", True))
+        name = d.get("name", "track")
+        if not isinstance(name, str):
+            raise ValueError(f"name must be a string, got {type(name).__name__} {name!r:.40}")
+        smooth = d.get("smooth", True)
+        if not isinstance(smooth, bool):
+            raise ValueError(f"smooth must be true or false, got {smooth!r:.40}")
+        centreline = _numbers(d["centreline"], "centreline", pairs=True)
+        n = len(centreline)
+        wl = _numbers(d["half_width_left"], "half_width_left", length=n)
+        wr = _numbers(d["half_width_right"], "half_width_right", length=n)
+        return cls(centreline, wl, wr, name=name, smooth=smooth)
+
+
+#: The fields of ``Track.to_dict``.
+_DICT_FIELDS = (
+    "format",
+    "schema_version",
+    "name",
+    "smooth",
+    "centreline",
+    "half_width_left",
+    "half_width_right",
+)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
+
+
+def _numbers(value: Any, label: str, *, pairs: bool = False, length: int = -1) -> np.ndarray:
+    """``value`` as a float array, refusing anything but real numbers: a list of
+    ``[x, y]`` pairs (``pairs``), else one number or a list of ``length`` numbers."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise ValueError(f"{label} must be numbers, got an array of {value.dtype}")
+        return value.astype(float)
+    if pairs:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{label} must be a list of [x, y] pairs, got {type(value).__name__}")
+        for i, p in enumerate(value):
+            if not (
+                isinstance(p, list | tuple) and len(p) == 2 and _is_real(p[0]) and _is_real(p[1])
+            ):
+                raise ValueError(f"{label}[{i}] must be a pair of numbers [x, y], got {p!r:.60}")
+        return np.array(value, dtype=float).reshape(-1, 2)
+    if _is_real(value):
+        return np.full(length, float(value))
+    if not isinstance(value, list | tuple):
+        raise ValueError(
+            f"{label} must be a number or a list of numbers, got {type(value).__name__}"
         )
+    for i, v in enumerate(value):
+        if not _is_real(v):
+            raise ValueError(f"{label}[{i}] must be a number, got {v!r:.60}")
+    return np.array(value, dtype=float)
