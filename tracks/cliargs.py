@@ -82,6 +82,8 @@ def _default(f: dataclasses.Field) -> Any:
 def _show(value: Any, name: str) -> str:
     if value is None:
         return "none"
+    if value == "":
+        return '""'
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, tuple):
