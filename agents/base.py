@@ -36,6 +36,13 @@ from tracks.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (120, 160)
 OBS_MODES = ("image", "state", "image+state")
 
+#: Bounds on what a saved pilot's files may be, checked before they are parsed: a JSON
+#: description (the registry reads the same files with the same size cap), its nesting
+#: depth, and the safetensors weights (a 2 GiB model is ~500M float32 parameters).
+MAX_DESCRIPTION_BYTES = 16 << 20
+MAX_DESCRIPTION_DEPTH = 64
+MAX_WEIGHTS_BYTES = 2 << 30
+
 
 @dataclass(frozen=True)
 class PilotNeeds:
@@ -170,6 +177,55 @@ def write_described_weights(
     return path
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON (descriptions are written strictly)")
+
+
+def _nesting_depth(obj: Any, limit: int) -> int:
+    """How deeply lists and objects nest in ``obj`` (stops counting past ``limit``)."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def read_description(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+    """The JSON object at ``path``, bounded: at most :data:`MAX_DESCRIPTION_BYTES`, nested
+    at most :data:`MAX_DESCRIPTION_DEPTH` deep, strict (no NaN/Infinity). Any problem is
+    one ``ValueError`` naming the file."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_DESCRIPTION_BYTES:
+            raise ValueError(
+                f"{size} bytes, more than the {MAX_DESCRIPTION_BYTES >> 20} MiB a description "
+                "may have"
+            )
+        record = json.loads(p.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(
+            f"{p}: unreadable {what} description (nested deeper than Python can parse)"
+        ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{p}: unreadable {what} description ({e})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{p}: not a trackpilot {what} (not a JSON object)")
+    depth = _nesting_depth(record, MAX_DESCRIPTION_DEPTH)
+    if depth > MAX_DESCRIPTION_DEPTH:
+        raise ValueError(
+            f"{p}: unreadable {what} description (nested more than "
+            f"{MAX_DESCRIPTION_DEPTH} levels deep)"
+        )
+    return record
+
+
 def read_described_weights(
     path: str | Path,
     *,
@@ -180,20 +236,19 @@ def read_described_weights(
 ) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """Load safetensors weights described by a JSON file, checked before use.
 
-    The JSON (found by :func:`resolve_checkpoint_json`) must carry ``format ==
-    fmt``, ``version``, the ``required`` keys, ``weights`` (a file name beside
-    it) and ``weights_sha256``; the weights must match that hash. Returns
+    The JSON (found by :func:`resolve_checkpoint_json`, read by the bounded
+    :func:`read_description`) must carry ``format == fmt``, ``version``, the
+    ``required`` keys, ``weights`` (a file name beside it, at most
+    :data:`MAX_WEIGHTS_BYTES`) and ``weights_sha256``; the weights must match that
+    hash. Returns
     ``(record, tensors, json_path)``. Any problem is one ``ValueError`` naming
     the file. Nothing is unpickled.
     """
     from safetensors.torch import load  # torch: only for pilots that have weights
 
     jpath = resolve_checkpoint_json(path, what)
-    try:
-        record = json.loads(jpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{jpath}: unreadable {what} description ({e})") from None
-    if not isinstance(record, dict) or record.get("format") != fmt:
+    record = read_description(jpath, what)
+    if record.get("format") != fmt:
         raise ValueError(f"{jpath}: not a trackpilot {what} (format != {fmt!r})")
     if record.get("version") != version:
         raise ValueError(
@@ -208,6 +263,12 @@ def read_described_weights(
         )
     weights = jpath.parent / str(record["weights"])
     try:
+        size = weights.stat().st_size
+        if size > MAX_WEIGHTS_BYTES:
+            raise ValueError(
+                f"{weights}: {size} bytes, more than the {MAX_WEIGHTS_BYTES >> 30} GiB "
+                f"{what} weights may have"
+            )
         data = weights.read_bytes()
     except OSError as e:
         raise ValueError(f"{weights}: cannot read {what} weights ({e})") from None

@@ -16,6 +16,7 @@ safetensors file. Any problem is a ``ValueError`` naming the file.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,14 @@ from agents.base import (
     WeightsFormat,
     as_action,
 )
-from agents.models import SteeringNet, build_model, decode_steering
+from agents.models import OUTPUT_KINDS, SteeringNet, build_model, decode_steering
+from tracks.common import parse_size
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "CNNPilot",
+    "check_record",
     "load_model",
     "load_pilot",
     "resolve_checkpoint",
@@ -66,7 +69,10 @@ def write_checkpoint(
 
 
 CHECKPOINT = WeightsFormat(
-    CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ("arch", "args", "output"), "checkpoint"
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    ("arch", "args", "input_size", "output", "preprocessing"),
+    "checkpoint",
 )
 #: The checkpoint JSON for a run directory, a ``.json`` or a ``.safetensors`` path.
 resolve_checkpoint = CHECKPOINT.resolve
@@ -74,16 +80,109 @@ resolve_checkpoint = CHECKPOINT.resolve
 read_checkpoint = CHECKPOINT.read
 
 
+def _numbers(value: Any, n: int | None = None) -> list[float] | None:
+    """``value`` as a list of finite numbers (``n`` of them when given), else None."""
+    if not isinstance(value, list) or (n is not None and len(value) != n):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None
+    out = [float(v) for v in value]
+    return out if all(math.isfinite(v) for v in out) else None
+
+
+def check_record(record: Mapping[str, Any], jpath: str | Path) -> tuple[int, int]:
+    """Check what a checkpoint JSON says before a model is built from it: ``input_size``
+    (and ``args.input_size``) are image sizes per :func:`tracks.common.parse_size` (at most
+    1024 a side), ``output`` names a known kind with its targets and class values, and
+    ``preprocessing`` states the normalisation. Returns the input size; any problem is one
+    ``ValueError`` naming the file and the field."""
+
+    def bad(field: str, why: str) -> ValueError:
+        return ValueError(f"{jpath}: checkpoint field {field} {why}")
+
+    def image_size(field: str, value: Any) -> tuple[int, int]:
+        if not isinstance(value, list):
+            raise bad(field, f"must be [H, W], got {value!r}")
+        return parse_size(value, what=f"{jpath}: checkpoint field {field}")
+
+    size = image_size("input_size", record.get("input_size"))
+    args = record.get("args")
+    if not isinstance(args, dict):
+        raise bad("args", f"must be an object, got {args!r}")
+    if "input_size" in args:
+        arg_size = image_size("args.input_size", args["input_size"])
+        if arg_size != size:
+            raise bad("args.input_size", f"{list(arg_size)} disagrees with input_size {list(size)}")
+    output = record.get("output")
+    if not isinstance(output, dict):
+        raise bad("output", f"must be an object, got {output!r}")
+    kind = output.get("kind")
+    if kind not in OUTPUT_KINDS:
+        raise bad("output.kind", f"must be one of {OUTPUT_KINDS}, got {kind!r}")
+    targets = output.get("targets")
+    allowed = (["steering"],) if kind == "classes" else (["steering"], ["steering", "throttle"])
+    if targets not in allowed:
+        raise bad("output.targets", f"must be one of {list(allowed)} for {kind}, got {targets!r}")
+    values = output.get("class_values")
+    if kind == "classes":
+        cv = _numbers(values)
+        if cv is None or not (2 <= len(cv) <= 1024):
+            raise bad("output.class_values", f"must be 2 to 1024 finite numbers, got {values!r}")
+    elif values is not None:
+        raise bad("output.class_values", f"must be null for regression, got {values!r}")
+    pre = record.get("preprocessing")
+    norm = pre.get("normalize") if isinstance(pre, dict) else None
+    if not isinstance(norm, dict):
+        raise bad("preprocessing", f"must be an object with normalize, got {pre!r}")
+    for key in ("mean", "std"):
+        v = _numbers(norm.get(key), 3)
+        if v is None or (key == "std" and min(v) <= 0):
+            what = "3 finite numbers" + (" > 0" if key == "std" else "")
+            raise bad(f"preprocessing.normalize.{key}", f"must be {what}, got {norm.get(key)!r}")
+    return size
+
+
+def _check_model(model: SteeringNet, record: Mapping[str, Any], jpath: Path) -> None:
+    """The rebuilt model (its weights and buffers loaded) does what the JSON says."""
+
+    def bad(field: str, said: Any, has: Any) -> ValueError:
+        return ValueError(f"{jpath}: checkpoint field {field} says {said}, the model has {has}")
+
+    size = tuple(record["input_size"])
+    if model.input_size != size:
+        raise bad("input_size", list(size), list(model.input_size))
+    output = record["output"]
+    if model.output_kind != output["kind"]:
+        raise bad("output.kind", repr(output["kind"]), repr(model.output_kind))
+    if list(model.targets) != output["targets"]:
+        raise bad("output.targets", output["targets"], list(model.targets))
+    if model.output_kind == "classes":
+        has = [float(v) for v in model.class_values]
+        said = [float(v) for v in output["class_values"]]
+        if len(has) != len(said) or not np.allclose(has, said, rtol=0, atol=1e-6):
+            raise bad("output.class_values", said, has)
+    norm = record["preprocessing"]["normalize"]
+    for key, buf in (("mean", model.mean), ("std", model.std)):
+        has = [float(v) for v in buf.flatten()]
+        if not np.allclose(has, [float(v) for v in norm[key]], rtol=0, atol=1e-6):
+            raise bad(f"preprocessing.normalize.{key}", norm[key], has)
+
+
 def load_model(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[SteeringNet, dict[str, Any]]:
-    """Rebuild the model of a checkpoint in eval mode on ``device``; ``(model, record)``."""
+    """Rebuild the model of a checkpoint in eval mode on ``device``; ``(model, record)``.
+
+    The JSON is checked (:func:`check_record`) before the model is built, and the built
+    model against it afterwards; any problem is a ``ValueError`` naming the file."""
     record, state, jpath = read_checkpoint(path)
+    check_record(record, jpath)
     try:
         model = build_model(str(record["arch"]), **dict(record["args"]))
         model.load_state_dict(state, strict=True)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{jpath}: cannot rebuild the model ({e})") from None
+    _check_model(model, record, jpath)
     model.to(device).eval()
     return model, record
 

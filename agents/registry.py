@@ -19,19 +19,18 @@ what the pilot needs from its ``needs`` (:class:`agents.base.PilotNeeds`).
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from agents.base import read_description
 
 __all__ = ["KINDS", "PilotKind", "kind_of", "load_pilot", "resolve_spec"]
 
 #: Fields that mark a JSON description as a stable-baselines3 agent.
 SB3_KEYS = ("algo", "algorithm", "sb3_version", "stable_baselines3_version", "sb3")
 CNN_FORMAT = "trackpilot-checkpoint"  # agents.cnn.CHECKPOINT_FORMAT (not imported: torch)
-#: A pilot description larger than this is not one (bounds what a file can make us read).
-MAX_DESCRIPTION_BYTES = 16 << 20
 
 
 def _is_cnn(d: dict[str, Any]) -> bool:
@@ -88,15 +87,7 @@ def _accepted() -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        if path.stat().st_size > MAX_DESCRIPTION_BYTES:
-            raise ValueError(f"{path}: larger than {MAX_DESCRIPTION_BYTES >> 20} MiB")
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ValueError(f"{path}: unreadable pilot description ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a pilot description must be a JSON object")
-    return data
+    return read_description(path, "pilot")
 
 
 def _described(data: dict[str, Any]) -> PilotKind | None:

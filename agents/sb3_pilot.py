@@ -38,16 +38,19 @@ import torch
 from gymnasium import spaces
 
 from agents.base import (
+    OBS_MODES,
     PilotNeeds,
     WeightsFormat,
     as_action,
 )
+from tracks.common import MAX_IMAGE_SIDE, parse_size
 
 __all__ = [
     "SB3_FORMAT",
     "SB3_VERSION",
     "SB3Pilot",
     "build_policy",
+    "check_record",
     "describe_policy",
     "load_sb3_pilot",
     "read_sb3_policy",
@@ -131,12 +134,27 @@ def space_from_json(d: Mapping[str, Any]) -> spaces.Space:
     """Inverse of :func:`space_to_json`; raises ``ValueError`` on anything else."""
     kind = d.get("type") if isinstance(d, Mapping) else None
     if kind == "Dict":
-        return spaces.Dict({str(k): space_from_json(v) for k, v in dict(d["spaces"]).items()})
+        subspaces = d.get("spaces")
+        if not isinstance(subspaces, Mapping) or not 1 <= len(subspaces) <= 16:
+            raise ValueError(f"Dict spaces must be an object of 1 to 16 spaces, got {subspaces!r}")
+        return spaces.Dict({str(k): space_from_json(v) for k, v in subspaces.items()})
     if kind == "Box":
         dtype = np.dtype(str(d["dtype"]))
         if dtype.name not in ("uint8", "float32", "float64"):
             raise ValueError(f"unsupported Box dtype {dtype.name}")
-        shape = tuple(int(v) for v in d["shape"])
+        raw = d["shape"]
+        # Whole numbers, 1 to 3 axes, none longer than an image side may be (a stacked
+        # CHW image has channels x frames on its first axis): 4000x4000 is refused here.
+        if (
+            not isinstance(raw, list)
+            or not 1 <= len(raw) <= 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
+            or not all(1 <= v <= MAX_IMAGE_SIDE for v in raw)
+        ):
+            raise ValueError(
+                f"Box shape must be 1 to 3 whole numbers in [1, {MAX_IMAGE_SIDE}], got {raw!r}"
+            )
+        shape = tuple(raw)
         low = np.broadcast_to(np.asarray(d["low"], dtype=dtype), shape)
         high = np.broadcast_to(np.asarray(d["high"], dtype=dtype), shape)
         return spaces.Box(low.copy(), high.copy(), shape, dtype)
@@ -452,13 +470,67 @@ class SB3Pilot:
         )
 
 
+def check_record(record: Mapping[str, Any], jpath: str | Path) -> None:
+    """Check what an SB3 policy JSON says before a network is built from it; any problem
+    is one ``ValueError`` naming the file and the field. Image sizes follow
+    :func:`tracks.common.parse_size` (at most 1024 a side)."""
+
+    def bad(field: str, why: str) -> ValueError:
+        return ValueError(f"{jpath}: SB3 policy field {field} {why}")
+
+    if record.get("algo") not in ALGOS:
+        raise bad("algo", f"must be one of {ALGOS}, got {record.get('algo')!r}")
+    if record.get("policy") not in POLICIES:
+        raise bad("policy", f"must be one of {POLICIES}, got {record.get('policy')!r}")
+    if not isinstance(record.get("policy_kwargs"), dict):
+        raise bad("policy_kwargs", f"must be an object, got {record.get('policy_kwargs')!r}")
+    if record.get("obs_mode") not in OBS_MODES:
+        raise bad("obs_mode", f"must be one of {OBS_MODES}, got {record.get('obs_mode')!r}")
+    parsed = {}
+    for field in ("observation_space", "policy_observation_space", "action_space"):
+        try:
+            parsed[field] = space_from_json(record.get(field))
+        except (KeyError, TypeError, ValueError) as e:
+            raise bad(field, f"is not a valid space ({e})") from None
+    image = _space_image_size(parsed["observation_space"])
+    if image is not None:
+        parse_size(image, what=f"{jpath}: SB3 policy field observation_space image size")
+    act = parsed["action_space"]
+    if not isinstance(act, spaces.Box) or act.shape not in ((1,), (2,)):
+        raise bad("action_space", f"must be a Box of shape (1,) or (2,), got {act}")
+    stack = record.get("frame_stack")
+    if not (isinstance(stack, int) and not isinstance(stack, bool) and 1 <= stack <= 64):
+        raise bad("frame_stack", f"must be a whole number in [1, 64], got {stack!r}")
+    speed = record.get("fixed_speed")
+    if speed is not None and not (
+        isinstance(speed, (int, float)) and not isinstance(speed, bool) and 0 < speed <= 5
+    ):
+        raise bad("fixed_speed", f"must be null or in (0, 5] m/s, got {speed!r}")
+    meaning = record.get("action_meaning")
+    if meaning is not None and meaning not in (["steering"], ["steering", "throttle"]):
+        raise bad("action_meaning", f"must be [steering] or [steering, throttle], got {meaning!r}")
+    norm = record.get("obs_norm")
+    if norm is not None:
+        ok = isinstance(norm, dict) and all(
+            isinstance(norm.get(k), (int, float))
+            and not isinstance(norm.get(k), bool)
+            and 0 < norm[k] < float("inf")
+            for k in ("clip", "epsilon")
+        )
+        keys = norm.get("keys") if isinstance(norm, dict) else None
+        if not ok or not (keys is None or (isinstance(keys, list) and len(keys) == 1)):
+            raise bad("obs_norm", f"must be null or {{keys, clip > 0, epsilon > 0}}, got {norm!r}")
+
+
 def load_sb3_pilot(path: str | Path, device: str | torch.device = "cpu") -> SB3Pilot:
     """An :class:`SB3Pilot` from a run directory (``best.json``), a JSON or a safetensors file.
 
-    Nothing is unpickled: the network is rebuilt from the JSON and its weights are read
-    with ``safetensors``. A missing, corrupt or mismatched file is a ``ValueError``.
+    Nothing is unpickled: the network is rebuilt from the JSON (checked first by
+    :func:`check_record`) and its weights are read with ``safetensors``. A missing,
+    corrupt or mismatched file is a ``ValueError``.
     """
     record, tensors, jpath = read_sb3_policy(path)
+    check_record(record, jpath)
     try:
         policy = build_policy(record, device="cpu")
     except (KeyError, TypeError, ValueError, RuntimeError) as e:

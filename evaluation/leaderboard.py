@@ -58,7 +58,7 @@ from evaluation.report import (
     write_reports,
 )
 from evaluation.results import ResultRow
-from evaluation.store import DEFAULT_OUT, Store
+from evaluation.store import DEFAULT_OUT, Store, StoreError
 from evaluation.story import Check, Evaluation, lateral_offset, story_checks
 from evaluation.zoo import (
     DatasetInfo,
@@ -365,8 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         torch.set_num_threads(cfg.threads)
+        # Opened and checked (integrity, schema, a write rolled back) before a minute is
+        # spent recording and training: a bad --db is one error line now, not at [3/4].
         store = Store(db)
-    except (ValueError, RuntimeError) as e:
+    except (StoreError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # What every step is given: the seed and the worker count (and, when it reports, say).

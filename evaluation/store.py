@@ -14,6 +14,13 @@ writing at once serialise on the write lock and lose nothing, and an evaluation 
 mid-insert leaves nothing of its batch (SQLite rolls the open transaction back on the next
 open). ``meta.schema_version`` names the layout; another version is a clear
 :class:`SchemaVersionError`, never a silent misread.
+
+Opening checks the file before anyone spends minutes on an evaluation: SQLite's
+``quick_check`` (a garbage, truncated or partly overwritten file), the schema (every table
+and column this version writes), and for a writer a write transaction that is rolled
+back (a read-only file or directory). Every ``sqlite3.Error`` and ``OSError`` from the
+store, at opening or later, is a :class:`StoreError`: one line naming the file and what
+to do about it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -40,6 +48,7 @@ __all__ = [
     "SWEEP_COLUMNS",
     "SchemaVersionError",
     "Store",
+    "StoreError",
     "open_store",
 ]
 
@@ -144,8 +153,63 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-class SchemaVersionError(RuntimeError):
+class StoreError(RuntimeError):
+    """The leaderboard file cannot be used; the message is one line naming the file and
+    what to do (move it away, pass another ``--db``, ...)."""
+
+
+class SchemaVersionError(StoreError):
     """The database was written with another leaderboard schema version."""
+
+
+# What to do, for a program that writes the leaderboard and for one that only reads it.
+_ADVICE_WRITE = "move it away or pass --db NEW.sqlite"
+_ADVICE_READ = "pass --db with a leaderboard written by python -m evaluation.leaderboard"
+
+
+def _damaged_advice(readonly: bool) -> str:
+    """What to do with a damaged file."""
+    if readonly:
+        return "restore a backup, or " + _ADVICE_READ
+    return "move it away (or restore a backup) and pass --db NEW.sqlite"
+
+
+def _explain(path: Path, exc: BaseException, doing: str, *, readonly: bool) -> str:
+    """One line for an ``sqlite3.Error`` or ``OSError`` met while ``doing``."""
+    advice = _ADVICE_READ if readonly else _ADVICE_WRITE
+    if isinstance(exc, OSError) and not isinstance(exc, sqlite3.Error):
+        reason = exc.strerror or str(exc)
+        if exc.filename and str(exc.filename) != str(path):
+            reason = f"cannot create or open {exc.filename}: {reason}"
+        return f"{path}: {reason} while {doing}; pass --db FILE in a writable directory"
+    msg = str(exc) or type(exc).__name__
+    low = msg.lower()
+    if "file is not a database" in low or "not a database" in low:
+        what = "not a trackpilot leaderboard database"
+    elif "malformed" in low or "corrupt" in low:
+        what = "damaged leaderboard database"
+        advice = _damaged_advice(readonly)
+    elif "no such table" in low or "no such column" in low or "has no column" in low:
+        what = "not a complete trackpilot leaderboard database"
+    elif "readonly" in low or "read-only" in low:
+        what = "read-only leaderboard database"
+        advice = "make the file and its directory writable, or pass --db NEW.sqlite in a writable directory"
+    elif "unable to open" in low or "cannot open" in low:
+        what = "cannot open the leaderboard database"
+        advice = (
+            "check that its directory exists and is writable, or pass --db NEW.sqlite"
+            if not readonly
+            else "check that the file and its directory are readable, or " + _ADVICE_READ
+        )
+    elif "locked" in low or "busy" in low:
+        what = "leaderboard database locked by another process"
+        advice = "wait for that process to finish, or pass --db NEW.sqlite"
+    elif "full" in low or "i/o error" in low:
+        what = "cannot write the leaderboard database"
+        advice = "free disk space, or pass --db NEW.sqlite on another disk"
+    else:
+        what = "leaderboard database error"
+    return f"{path}: {what} ({msg}) while {doing}; {advice}"
 
 
 def _as_mapping(obj: Any) -> dict[str, Any]:
@@ -232,12 +296,14 @@ def _to_row(obj: Any, columns: Sequence[tuple[str, str]]) -> tuple[dict[str, Any
     return {k: _sql_value(k, v) for k, v in row.items()}, trajectory
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    for k in _JSON_COLUMNS:
-        if out.get(k) is not None:
-            out[k] = json.loads(out[k])
-    return out
+#: Every table and the columns this version writes and reads (``meta`` and
+#: ``evaluations`` besides the result tables); an existing file must have them all.
+_SCHEMA: dict[str, tuple[str, ...]] = {
+    "meta": ("key", "value"),
+    "evaluations": ("id", "date", "context"),
+    **{t: ("id", "evaluation_id", *(c for c, _ in cols)) for t, cols in _TABLES.items()},
+    "trajectories": ("result_id", "xy"),
+}
 
 
 class Store:
@@ -245,25 +311,125 @@ class Store:
 
     ``Store(path).add(closed_loop=rows, offline=rows, sweep=rows)`` writes one evaluation
     atomically; the ``*_rows()`` methods read them back as dicts.
+
+    Opening checks the file (SQLite's ``quick_check``, every expected table and column,
+    the schema version) and, unless ``readonly``, that it can be written (a write
+    transaction, rolled back). ``readonly=True`` opens an existing leaderboard for
+    reading only (a report): nothing is created or written. Any problem, then or later,
+    is a :class:`StoreError` naming the file.
     """
 
-    def __init__(self, path: str | Path = DEFAULT_DB, timeout: float = 60.0) -> None:
+    def __init__(
+        self, path: str | Path = DEFAULT_DB, timeout: float = 60.0, *, readonly: bool = False
+    ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit transactions; each write is an explicit
-        # BEGIN IMMEDIATE, which takes the write lock up front (a deferred transaction
-        # that upgrades later can fail with SQLITE_BUSY without waiting).
-        self._con = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
-        self._con.row_factory = sqlite3.Row
+        self.readonly = readonly
+        self._con: sqlite3.Connection | None = None
+        before = {f for f in self._files() if f.exists()}
         try:
-            self._con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._retry(lambda: self._con.execute("PRAGMA journal_mode = WAL"), timeout)
-            self._con.execute("PRAGMA synchronous = FULL")
-            self._con.execute("PRAGMA foreign_keys = ON")
-            self._init_schema()
-        except BaseException:
-            self._con.close()
+            self._open(timeout)
+        except BaseException as exc:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            self._remove_created(before)
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise StoreError(_explain(self.path, exc, "opening", readonly=readonly)) from exc
             raise
+
+    def _open(self, timeout: float) -> None:
+        advice = _ADVICE_READ if self.readonly else _ADVICE_WRITE
+        if self.path.is_dir():
+            raise StoreError(
+                f"{self.path}: a directory, not a leaderboard file; pass --db "
+                f"{self.path / DEFAULT_DB.name} (a file) instead"
+            )
+        if self.readonly:
+            if not self.path.is_file():
+                raise StoreError(
+                    f"{self.path}: no leaderboard database (run python -m evaluation.leaderboard "
+                    "first, or pass --db FILE)"
+                )
+            self._con = self._connect_readonly(timeout)
+        else:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(
+                    f"{self.path}: cannot create its directory {self.path.parent} "
+                    f"({e.strerror or e}); pass --db FILE in a writable directory"
+                ) from e
+            # isolation_level=None: no implicit transactions; each write is an explicit
+            # BEGIN IMMEDIATE, which takes the write lock up front (a deferred transaction
+            # that upgrades later can fail with SQLITE_BUSY without waiting).
+            self._con = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
+        con = self._con
+        con.row_factory = sqlite3.Row
+        con.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        # The whole file, before a reader trusts it or a writer spends minutes on it:
+        # garbage, a truncated file or overwritten pages fail here.
+        problems = [str(r[0]) for r in con.execute("PRAGMA quick_check(3)").fetchall()]
+        if problems != ["ok"]:
+            raise StoreError(
+                f"{self.path}: damaged leaderboard database (quick_check: {problems[0]}); "
+                + _damaged_advice(self.readonly)
+            )
+        if self.readonly:
+            if not self._check_schema(con):
+                raise StoreError(
+                    f"{self.path}: an empty file, not a leaderboard database; {advice}"
+                )
+            return
+        # Checked before anything changes the file (switching to WAL rewrites the header
+        # of a foreign SQLite file); checked again inside the transaction that creates it.
+        self._check_schema(con)
+        self._retry(lambda: con.execute("PRAGMA journal_mode = WAL"), timeout)
+        con.execute("PRAGMA synchronous = FULL")
+        con.execute("PRAGMA foreign_keys = ON")
+        self._init_schema()
+        self._check_writable()
+
+    def _connect_readonly(self, timeout: float) -> sqlite3.Connection:
+        # mode=rw: never create the file; query_only: never write through SQL. (A mode=ro
+        # connection cannot remove the -wal and -shm files when it closes.)
+        uri = f"{self.path.resolve().as_uri()}?mode=rw"
+        con = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+        try:
+            con.execute("PRAGMA query_only = ON")
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return con
+        except sqlite3.OperationalError as e:
+            con.close()
+            # A WAL database in a directory this process cannot write: SQLite cannot
+            # create the -shm file a reader needs. With no -wal file there is nothing
+            # beyond the main file, and nobody can be writing (a writer would need the
+            # directory too), so the file can be read as immutable.
+            wal = Path(f"{self.path}-wal")
+            unwritable_dir = not os.access(self.path.parent, os.W_OK)
+            cannot = "unable to open" in str(e) or "readonly" in str(e)
+            if not cannot or not unwritable_dir or wal.exists():
+                raise
+        immutable = f"{self.path.resolve().as_uri()}?mode=ro&immutable=1"
+        return sqlite3.connect(immutable, uri=True, isolation_level=None)
+
+    def _files(self) -> list[Path]:
+        """The database file and the files SQLite keeps beside it."""
+        return [Path(f"{self.path}{s}") for s in ("", "-journal", "-wal", "-shm")]
+
+    def _remove_created(self, before: set[Path]) -> None:
+        # What this failed opening created and left without content goes again, so
+        # nothing half-written stays behind; a file found here is left as it was.
+        main, journal, wal, shm = self._files()
+        with contextlib.suppress(OSError):
+            wal_empty = not wal.is_file() or wal.stat().st_size == 0
+            for f in (shm, wal, journal, main):
+                if f in before or not f.is_file():
+                    continue
+                if f in (wal, shm) and not wal_empty:
+                    continue  # a WAL with content is data: keep it
+                if f in (main, journal) and f.stat().st_size > 0:
+                    continue
+                f.unlink()
 
     @staticmethod
     def _retry(fn: Any, timeout: float) -> Any:
@@ -277,30 +443,73 @@ class Store:
                     raise
                 time.sleep(0.05)
 
+    @contextlib.contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        """``sqlite3.Error`` / ``OSError`` -> :class:`StoreError` naming the file."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(_explain(self.path, e, doing, readonly=self.readonly)) from e
+
+    def _json(self, text: str | None, where: str) -> Any:
+        """``json.loads(text)``; broken JSON (a damaged row) is a :class:`StoreError`."""
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise StoreError(
+                f"{self.path}: damaged leaderboard database ({where} holds unreadable JSON: "
+                f"{e}); {_damaged_advice(self.readonly)}"
+            ) from e
+
+    def _decoded(self, table: str, row: sqlite3.Row) -> dict[str, Any]:
+        out = dict(row)
+        for k in _JSON_COLUMNS:
+            if out.get(k) is not None:
+                out[k] = self._json(out[k], f"{table} row {out.get('id')}")
+        return out
+
     # ------------------------------------------------------------------ schema
+    def _check_schema(self, con: sqlite3.Connection) -> bool:
+        """True for a complete leaderboard of this version, False for a file without
+        tables (a new one); :class:`StoreError` for anything else."""
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return False
+        advice = _ADVICE_READ if self.readonly else _ADVICE_WRITE
+        if "meta" not in tables:
+            raise SchemaVersionError(
+                f"{self.path}: an SQLite file without a trackpilot leaderboard schema "
+                f"(tables: {', '.join(sorted(tables))}); {advice}"
+            )
+        found = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = found[0] if found else None
+        if str(version) != str(SCHEMA_VERSION):
+            raise SchemaVersionError(
+                f"{self.path}: leaderboard schema version {version}, this trackpilot "
+                f"reads version {SCHEMA_VERSION}; move the file away (or pass another "
+                "--db) and re-run the evaluation"
+            )
+        for table, columns in _SCHEMA.items():
+            if table not in tables:
+                raise StoreError(
+                    f"{self.path}: not a complete trackpilot leaderboard database (table "
+                    f"{table!r} is missing); {advice}"
+                )
+            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise StoreError(
+                    f"{self.path}: not a complete trackpilot leaderboard database (table "
+                    f"{table!r} lacks column(s) {', '.join(missing)}); {advice}"
+                )
+        return True
+
     def _init_schema(self) -> None:
         with self.transaction() as con:
-            has_meta = con.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-            ).fetchone()
-            if has_meta:
-                found = con.execute(
-                    "SELECT value FROM meta WHERE key = 'schema_version'"
-                ).fetchone()
-                version = found[0] if found else None
-                if str(version) != str(SCHEMA_VERSION):
-                    raise SchemaVersionError(
-                        f"{self.path}: leaderboard schema version {version}, this trackpilot "
-                        f"reads version {SCHEMA_VERSION}; move the file away (or pass another "
-                        "--db) and re-run the evaluation"
-                    )
+            if self._check_schema(con):
                 return
-            others = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-            if others:
-                raise SchemaVersionError(
-                    f"{self.path}: an SQLite file without a trackpilot leaderboard schema "
-                    f"(tables: {', '.join(r[0] for r in others)})"
-                )
             con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             con.execute(
                 "INSERT INTO meta VALUES ('schema_version', ?), ('created', ?)",
@@ -322,21 +531,41 @@ class Store:
                 "closed_loop(id) ON DELETE CASCADE, xy TEXT NOT NULL)"
             )
 
+    def _check_writable(self) -> None:
+        # A write that is rolled back: a read-only file or directory fails here, at
+        # opening, not after minutes of recording and training.
+        con = self._con
+        self._retry(lambda: con.execute("BEGIN IMMEDIATE"), 600.0)
+        try:
+            con.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('write_check', ?)", (now_iso(),)
+            )
+        finally:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+
     @property
     def schema_version(self) -> int:
-        return int(
-            self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        )
+        with self._guard("reading the schema version"):
+            row = self._con.execute("SELECT value FROM meta WHERE key = 'schema_version'")
+            return int(row.fetchone()[0])
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only; open it with Store(path) to write")
         self._retry(lambda: self._con.execute("BEGIN IMMEDIATE"), 600.0)
         try:
             yield self._con
         except BaseException:
-            self._con.execute("ROLLBACK")
+            # SQLite itself rolls back after some errors (a full disk, an I/O error):
+            # then there is nothing left to roll back, and the first error is the one
+            # to report.
+            if self._con.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._con.execute("ROLLBACK")
             raise
         self._con.execute("COMMIT")
 
@@ -353,6 +582,16 @@ class Store:
         ``context`` (JSON) records what the evaluation was judged against, e.g. the current
         ``dataset_fingerprint``, used by the reports to flag stale rows.
         """
+        with self._guard("writing an evaluation (nothing of it was kept)"):
+            return self._add(closed_loop, offline, sweep, context)
+
+    def _add(
+        self,
+        closed_loop: Iterable[Any],
+        offline: Iterable[Any],
+        sweep: Iterable[Any],
+        context: Mapping[str, Any] | None,
+    ) -> int:
         with self.transaction() as con:
             cur = con.execute(
                 "INSERT INTO evaluations (date, context) VALUES (?, ?)",
@@ -391,16 +630,18 @@ class Store:
     # ------------------------------------------------------------------ reading
     def _rows(self, table: str, where: str = "", args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         sql = f"SELECT * FROM {table} {where} ORDER BY id"
-        return [_decode(r) for r in self._con.execute(sql, tuple(args)).fetchall()]
+        with self._guard(f"reading the {table} rows"):
+            rows = self._con.execute(sql, tuple(args)).fetchall()
+        return [self._decoded(table, r) for r in rows]
 
     def closed_loop_rows(self, with_trajectories: bool = False) -> list[dict[str, Any]]:
         """Every closed-loop row, oldest first (``trajectory`` added when asked)."""
         rows = self._rows("closed_loop")
         if with_trajectories:
-            trajs = dict(self._con.execute("SELECT result_id, xy FROM trajectories").fetchall())
+            with self._guard("reading the trajectories"):
+                trajs = dict(self._con.execute("SELECT result_id, xy FROM trajectories").fetchall())
             for r in rows:
-                xy = trajs.get(r["id"])
-                r["trajectory"] = json.loads(xy) if xy is not None else None
+                r["trajectory"] = self._json(trajs.get(r["id"]), f"trajectory {r['id']}")
         return rows
 
     def offline_rows(self) -> list[dict[str, Any]]:
@@ -410,16 +651,20 @@ class Store:
         return self._rows("sweep")
 
     def trajectory(self, result_id: int) -> list[list[float]] | None:
-        row = self._con.execute(
-            "SELECT xy FROM trajectories WHERE result_id = ?", (result_id,)
-        ).fetchone()
-        return json.loads(row[0]) if row else None
+        with self._guard("reading a trajectory"):
+            row = self._con.execute(
+                "SELECT xy FROM trajectories WHERE result_id = ?", (result_id,)
+            ).fetchone()
+        return self._json(row[0], f"trajectory {result_id}") if row else None
 
     def evaluations(self) -> list[dict[str, Any]]:
+        with self._guard("reading the evaluations"):
+            rows = self._con.execute("SELECT * FROM evaluations ORDER BY id").fetchall()
         out = []
-        for r in self._con.execute("SELECT * FROM evaluations ORDER BY id").fetchall():
+        for r in rows:
             d = dict(r)
-            d["context"] = json.loads(d["context"]) if d["context"] else {}
+            context = self._json(d["context"] or None, f"evaluation {d['id']}")
+            d["context"] = context if isinstance(context, dict) else {}
             out.append(d)
         return out
 
@@ -431,18 +676,21 @@ class Store:
         return None
 
     def counts(self) -> dict[str, int]:
-        return {
-            t: int(self._con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-            for t in ("evaluations", *_TABLES, "trajectories")
-        }
+        with self._guard("counting rows"):
+            return {
+                t: int(self._con.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])
+                for t in ("evaluations", *_TABLES, "trajectories")
+            }
 
     def integrity_check(self) -> str:
         """``"ok"`` when SQLite finds the file sound."""
-        return str(self._con.execute("PRAGMA integrity_check").fetchone()[0])
+        with self._guard("checking integrity"):
+            return str(self._con.execute("PRAGMA integrity_check").fetchone()[0])
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
 
     def __enter__(self) -> Store:
         return self
@@ -457,6 +705,6 @@ def _round_xy(trajectory: Any) -> list[list[float]]:
     return [[round(float(p[0]), 3), round(float(p[1]), 3)] for p in pts]
 
 
-def open_store(path: str | Path = DEFAULT_DB) -> Store:
-    """Open (or create) the leaderboard at ``path``."""
-    return Store(path)
+def open_store(path: str | Path = DEFAULT_DB, *, readonly: bool = False) -> Store:
+    """Open (or create, unless ``readonly``) the leaderboard at ``path``, checked."""
+    return Store(path, readonly=readonly)

@@ -18,7 +18,7 @@ from sim.car import CarParams, RaceCar
 from sim.plane import GROUND, SKY, palette, plane_image
 from sim.world import CameraSpec, Colors, View, World, camera_view, ground_mask, make_view
 from tracks import Track, generate_track, load_track
-from tracks.common import DIRECTIONS
+from tracks.common import DIRECTIONS, parse_size
 from tracks.limits import car_min_half_width, car_min_radius
 from tracks.validate import require_drivable
 
@@ -199,17 +199,39 @@ class TrackEnv(gym.Env):
             raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         if direction not in (*DIRECTIONS, "random"):
             raise ValueError(f"direction must be 'ccw', 'cw' or 'random', got {direction!r}")
-        h, w = (int(v) for v in image_size)
-        if not (16 <= h <= 1024 and 16 <= w <= 1024):
+
+        def whole(v: Any) -> bool:  # an int or numpy integer, not a bool
+            return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+        def real(v: Any) -> bool:  # an int or float (numpy's too), not a bool
+            return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+                v, (bool, np.bool_)
+            )
+
+        # Whole numbers in [16, 1024]: 120.7 is refused, not truncated (tracks.common.parse_size).
+        if isinstance(image_size, (tuple, list)):
+            image_size = tuple(int(v) if isinstance(v, np.integer) else v for v in image_size)
+        h, w = parse_size(image_size, what="image_size")
+        if not (16 <= h and 16 <= w):
             raise ValueError(
                 f"image_size must be (H, W) with 16..1024 pixels each, got {image_size}"
             )
-        if physics_hz % control_hz != 0 or control_hz <= 0:
+        for name, value in (("physics_hz", physics_hz), ("control_hz", control_hz)):
+            if not whole(value) or value <= 0:
+                raise ValueError(f"{name} must be a whole number > 0 (Hz), got {value!r}")
+        physics_hz, control_hz = int(physics_hz), int(control_hz)
+        if physics_hz % control_hz != 0:
             raise ValueError(
                 f"physics_hz ({physics_hz}) must be a multiple of control_hz ({control_hz})"
             )
-        if fixed_speed is not None and not (0.0 < fixed_speed <= 5.0):
-            raise ValueError(f"fixed_speed must be in (0, 5] m/s, got {fixed_speed}")
+        if fixed_speed is not None and not (real(fixed_speed) and 0.0 < fixed_speed <= 5.0):
+            raise ValueError(f"fixed_speed must be in (0, 5] m/s, got {fixed_speed!r}")
+        if max_laps is not None and not (whole(max_laps) and max_laps >= 1):
+            raise ValueError(f"max_laps must be None or a whole number >= 1, got {max_laps!r}")
+        if not (real(offtrack_margin) and 0.0 <= offtrack_margin < math.inf):
+            raise ValueError(
+                f"offtrack_margin must be a finite distance >= 0 (m), got {offtrack_margin!r}"
+            )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}")
         if camera_renderer not in CAMERA_RENDERERS:
@@ -229,8 +251,8 @@ class TrackEnv(gym.Env):
         self.control_hz = control_hz
         self.substeps = physics_hz // control_hz
         self.dt = 1.0 / control_hz
-        self.max_laps = max_laps
-        self.offtrack_margin = offtrack_margin
+        self.max_laps = None if max_laps is None else int(max_laps)
+        self.offtrack_margin = float(offtrack_margin)
         self.camera = camera or CameraSpec()
         self._camera_base = self.camera
         self.camera_sees_car = camera_sees_car
@@ -414,15 +436,39 @@ class TrackEnv(gym.Env):
         return obs, info
 
     def _check_action(self, action) -> tuple[float, float]:
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != self.action_space.shape:
-            raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be finite, got {a.tolist()}")
-        a = np.clip(a, -1.0, 1.0)
+        # The pilots' float32 arrays take the fast path; anything else is checked to hold
+        # real numbers (bool, complex, strings and objects are refused, never cast).
+        if not (type(action) is np.ndarray and action.dtype.kind == "f"):
+            action = self._real_action(action)
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"action must have shape {self.action_space.shape}, got {action.shape}"
+            )
+        # Two numbers: Python floats and min/max cost a fraction of np.isfinite + np.clip.
+        a = [float(v) for v in action.tolist()]
+        if not all(map(math.isfinite, a)):
+            raise ValueError(f"action must be finite, got {a}")
+        steer = min(1.0, max(-1.0, a[0]))
         if self.fixed_speed is None:
-            return float(a[0]), float(a[1]) * self.car_params.max_speed
-        return float(a[0]), self.fixed_speed
+            return steer, min(1.0, max(-1.0, a[1])) * self.car_params.max_speed
+        return steer, self.fixed_speed
+
+    @staticmethod
+    def _real_action(action: Any) -> np.ndarray:
+        """``action`` as a numeric array; ``ValueError`` for bool, complex or non-numbers."""
+        if isinstance(action, (list, tuple)) and any(
+            isinstance(v, (bool, np.bool_, complex, np.complexfloating)) for v in action
+        ):
+            raise ValueError(f"action must hold real numbers, got {action!r}")
+        try:
+            a = np.asarray(action)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"action must be an array of real numbers, got {action!r} ({e})"
+            ) from None
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"action must hold real numbers, got dtype {a.dtype}: {action!r}")
+        return a
 
     def step(self, action):
         return self.step_with_switch(action, action, 0)

@@ -2,20 +2,25 @@
 
 - Regression: steering MAE, MSE, RMSE, mean signed error (bias to one side), max |error|.
 - Classes: per-class precision, recall, F1 and support; their macro average (the single
-  optimizing number of the recipe) and accuracy.
+  optimizing number of the recipe) and accuracy. A metric with no frames to stand on is
+  NaN in the numbers and ``n/a`` in text (:func:`format_metric`), never ``nan`` beside
+  a ``0.000`` for the same value.
 - Distribution distances used by the split check.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "UNDEFINED",
     "classification_report",
     "format_class_table",
+    "format_metric",
     "histogram_distance",
     "regression_metrics",
     "total_variation",
@@ -103,20 +108,49 @@ def classification_report(
     }
 
 
+#: How an undefined metric (no frames to compute it on) is printed, never as ``nan``
+#: and never as a 0 that looks measured.
+UNDEFINED = "n/a"
+
+
+def format_metric(value: Any, spec: str = ".3f") -> str:
+    """``value`` formatted with ``spec``, or :data:`UNDEFINED` for ``None`` / NaN / inf.
+
+    ``0.0`` is a measured value and prints as such (``f"{x or nan}"`` would print it as
+    ``nan``)."""
+    if value is None or isinstance(value, bool):
+        return UNDEFINED
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return UNDEFINED
+    return format(v, spec) if math.isfinite(v) else UNDEFINED
+
+
 def format_class_table(report: dict[str, Any]) -> str:
-    """The per-class table of :func:`classification_report` as aligned text."""
+    """The per-class table of :func:`classification_report` as aligned text.
+
+    A class with no frames and no predictions has no precision, recall or F1: its row
+    says ``n/a`` and it is left out of the macro average (as in the leaderboard's class
+    table). With no frames at all the macro values are ``n/a`` too."""
     lines = [f"{'class':>5} {'steer':>6} {'prec':>6} {'recall':>6} {'f1':>6} {'support':>8}"]
     for row in report["per_class"]:
         value = f"{row['value']:+.2f}" if "value" in row else ""
-        lines.append(
-            f"{row['class']:>5} {value:>6} {row['precision']:6.3f} {row['recall']:6.3f} "
-            f"{row['f1']:6.3f} {row['support']:8d}"
-        )
-    lines.append(
-        f"{'macro':>5} {'':>6} {report['macro_precision']:6.3f} {report['macro_recall']:6.3f} "
-        f"{report['macro_f1']:6.3f} {report['n']:8d}   (accuracy {report['accuracy']:.3f}, "
-        f"{report['classes_in_average']} classes averaged)"
+        if not row["support"] and not row.get("predicted", 1):
+            cells = f"{UNDEFINED:>6} {UNDEFINED:>6} {UNDEFINED:>6}"
+        else:
+            cells = " ".join(f"{format_metric(row[k]):>6}" for k in ("precision", "recall", "f1"))
+        lines.append(f"{row['class']:>5} {value:>6} {cells} {row['support']:8d}")
+    macro = " ".join(
+        f"{format_metric(report[k]):>6}" for k in ("macro_precision", "macro_recall", "macro_f1")
     )
+    averaged = report["classes_in_average"]
+    note = (
+        f"accuracy {format_metric(report['accuracy'])}, {averaged} classes averaged"
+        if averaged
+        else f"{UNDEFINED}: no frames of any class"
+    )
+    lines.append(f"{'macro':>5} {'':>6} {macro} {report['n']:8d}   ({note})")
     return "\n".join(lines)
 
 

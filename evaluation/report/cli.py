@@ -61,14 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     try:
-        if not Path(args.db).is_file():
-            raise ValueError(
-                f"{args.db}: no leaderboard database (run python -m evaluation.leaderboard first)"
-            )
-        fingerprint = args.dataset
-        if fingerprint and Path(fingerprint).is_dir():
-            fingerprint = dataset_fingerprint(open_dataset(fingerprint))
-        with Store(args.db) as store:
+        # Read only, and checked first (integrity, schema): a missing, damaged or foreign
+        # file is one line naming it, and nothing is created or written.
+        with Store(args.db, readonly=True) as store:
+            fingerprint = args.dataset
+            if fingerprint and Path(fingerprint).is_dir():
+                fingerprint = dataset_fingerprint(open_dataset(fingerprint))
             ctx = current_context(store, fingerprint, args.control_period_ms)
             report = build_report(store, ctx)
         written = write_reports(report, args.out, args.format)
