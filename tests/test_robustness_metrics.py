@@ -54,13 +54,6 @@ def two_frame_data(tmp_path_factory: pytest.TempPathFactory):
     return root
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="training/train.py (epoch-limit log line) prints `stopper.best or float('nan')`, "
-    "so a best dev_macro_f1 of 0.0 reads 'nan'; owned by the training refactor "
-    "(training/train.py, on wt-training in training/train.py and training/reporting.py): "
-    "use training.metrics.format_metric there and drop this mark",
-)
 def test_two_frame_classifier_run_prints_one_f1(tmp_path, two_frame_data, caplog, capsys):
     import torch
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from sim.io_utils import atomic_write_bytes, atomic_write_text
 from training.diagnose import format_diagnosis
-from training.metrics import format_class_table
+from training.metrics import format_class_table, format_metric
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -146,11 +146,11 @@ class Board:
 
 def log_epoch(row: dict[str, Any], improved: bool) -> None:
     """The one log line of a finished epoch."""
-    f1 = f" dev F1 {row['dev_macro_f1']:.3f}" if row.get("dev_macro_f1") is not None else ""
+    f1 = f" dev F1 {format_metric(row['dev_macro_f1'])}" if "dev_macro_f1" in row else ""
     logger.info(
-        "epoch %3d  train loss %.5f  train MAE %.4f  dev loss %.5f  dev MAE %.4f%s  flip %.4f  %.0f img/s%s",
+        "epoch %3d  train loss %.5f  train MAE %.4f  dev loss %.5f  dev MAE %.4f%s  flip %s  %.0f img/s%s",
         row["epoch"], row["train_loss"], row["train_mae"], row["dev_loss"], row["dev_mae"], f1,
-        row.get("flip_consistency") or float("nan"), row["images_per_second"] or 0.0,
+        format_metric(row.get("flip_consistency"), ".4f"), row["images_per_second"] or 0.0,
         "  *best*" if improved else "",
     )  # fmt: skip
 
@@ -161,13 +161,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         f"{summary['reason']}; best epoch {summary['best_epoch']} of {summary['epochs_run']}",
         f"best: train MAE {best['train_mae']:.4f}, dev MAE {best['dev_mae']:.4f}" + (
-        f", dev macro F1 {best['dev_macro_f1']:.3f}" if best.get("dev_macro_f1") is not None else ""),
+        f", dev macro F1 {format_metric(best['dev_macro_f1'])}" if "dev_macro_f1" in best else ""),
     ]  # fmt: skip
     test = summary["test"]
     if test is not None:
         lines.append(
             f"test: steering MAE {test['mae']:.4f}, MSE {test['mse']:.5f}, "
-            f"flip consistency {test.get('flip_consistency') or float('nan'):.4f} ({test['n']} frames)"
+            f"flip consistency {format_metric(test.get('flip_consistency'), '.4f')} ({test['n']} frames)"
         )
         if "classes" in test:
             lines.append(format_class_table(test["classes"]))

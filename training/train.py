@@ -40,6 +40,7 @@ from training.cli import setup_logging as _setup_logging
 from training.config import TrainConfig
 from training.diagnose import diagnose
 from training.errors import RunError, TrainingDiverged
+from training.metrics import format_metric
 from training.prepare import PreparedData, load_test_frames, prepare_data
 from training.reporting import (
     METRIC_COLUMNS,
@@ -168,11 +169,11 @@ def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[st
     cfg, data, stopper, history = trainer.cfg, trainer.data, trainer.stopper, trainer.history
     reason = trainer.stop_reason()
     logger.info(
-        "%s; best epoch %d (%s %.4f)",
+        "%s; best epoch %d (%s %s)",
         reason,
         stopper.best_epoch,
         cfg.resolved_stop_metric,
-        stopper.best or float("nan"),
+        format_metric(stopper.best, ".4f"),
     )
     best_row = trainer.restore_best()
     test_metrics: dict[str, Any] | None = None
