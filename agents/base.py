@@ -20,7 +20,6 @@ Conventions (shared with ``sim.TrackEnv``):
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 from safetensors import SafetensorError
 
 from tracks.common import parse_size
-from tracks.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
+from tracks.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes
 
 #: The camera a pilot gets when it names none (H, W).
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (120, 160)
@@ -177,52 +176,19 @@ def write_described_weights(
     return path
 
 
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON (descriptions are written strictly)")
-
-
-def _nesting_depth(obj: Any, limit: int) -> int:
-    """How deeply lists and objects nest in ``obj`` (stops counting past ``limit``)."""
-    deepest = 0
-    stack = [(obj, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if not isinstance(item, (dict, list)):
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            break
-        stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return deepest
-
-
 def read_description(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
     """The JSON object at ``path``, bounded: at most :data:`MAX_DESCRIPTION_BYTES`, nested
-    at most :data:`MAX_DESCRIPTION_DEPTH` deep, strict (no NaN/Infinity). Any problem is
-    one ``ValueError`` naming the file."""
+    at most :data:`MAX_DESCRIPTION_DEPTH` deep, strict (no NaN/Infinity); the one bounded
+    reader, ``tracks.fileio.read_json``. Any problem is one ``ValueError`` naming the file."""
     p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > MAX_DESCRIPTION_BYTES:
-            raise ValueError(
-                f"{size} bytes, more than the {MAX_DESCRIPTION_BYTES >> 20} MiB a description "
-                "may have"
-            )
-        record = json.loads(p.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
-    except RecursionError:
-        raise ValueError(
-            f"{p}: unreadable {what} description (nested deeper than Python can parse)"
-        ) from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{p}: unreadable {what} description ({e})") from None
+    record = read_json(
+        p,
+        what=f"{what} description",
+        max_bytes=MAX_DESCRIPTION_BYTES,
+        max_depth=MAX_DESCRIPTION_DEPTH,
+    )
     if not isinstance(record, dict):
         raise ValueError(f"{p}: not a trackpilot {what} (not a JSON object)")
-    depth = _nesting_depth(record, MAX_DESCRIPTION_DEPTH)
-    if depth > MAX_DESCRIPTION_DEPTH:
-        raise ValueError(
-            f"{p}: unreadable {what} description (nested more than "
-            f"{MAX_DESCRIPTION_DEPTH} levels deep)"
-        )
     return record
 
 

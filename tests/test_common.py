@@ -95,3 +95,36 @@ def test_bad_flags_are_argparse_errors(argv, capsys) -> None:
         _parser().parse_args(argv)
     assert e.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_read_json_is_bounded_before_parsing(tmp_path) -> None:
+    from tracks.fileio import read_json
+
+    ok = tmp_path / "ok.json"
+    ok.write_text('{"a": [1, 2, {"b": null}]}')
+    assert read_json(ok) == {"a": [1, 2, {"b": None}]}
+    cases = {
+        "deep.json": ("[" * 100_000 + "]" * 100_000, "nested more than 64 levels"),
+        "nan.json": ('{"a": NaN}', "NaN is not JSON"),
+        "bad.json": ('{"a": ', "unreadable config"),
+        "big.json": ('"' + "x" * 2000 + '"', "more than the 1000 bytes"),
+    }
+    for name, (text, words) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=words) as e:
+            read_json(tmp_path / name, what="config", max_bytes=1000 if "big" in name else 1 << 20)
+        assert str(e.value).startswith(str(tmp_path / name)) and "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="cannot read the config"):
+        read_json(tmp_path / "missing.json", what="config")
+
+
+def test_config_files_are_read_bounded(tmp_path) -> None:
+    from training.config import TrainConfig
+    from training.rl_config import RLConfig
+
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"data": ' + "[" * 10_000 + "]" * 10_000 + "}")
+    with pytest.raises(ValueError, match="nested more than"):
+        TrainConfig.from_json(deep)
+    with pytest.raises(ValueError, match="nested more than"):
+        RLConfig.load(deep)

@@ -1,6 +1,6 @@
 """Crash-safe file helpers shared by the whole project (tracks, datasets, checkpoints, leaderboards).
 
-Standard library only. The pattern everywhere is: write a temp file in the destination's
+Standard library and numpy only. The pattern everywhere is: write a temp file in the destination's
 directory, flush + fsync it, ``os.replace`` it over the final name, then fsync the directory so
 the rename itself survives a power cut. A process killed at any point leaves either the old file
 or the new one, never a mix; at worst a temp file named ``.<name>.tmp-<pid>-<rand>`` is left
@@ -20,24 +20,35 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "JSON_MAX_BYTES",
+    "JSON_MAX_DEPTH",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "file_lock",
     "fsync_dir",
     "is_temp_file",
+    "json_shape",
+    "read_json",
     "remove_stale_temp_files",
     "sha256_bytes",
     "sha256_file",
     "temp_file_pid",
     "write_temp_file",
 ]
+
+#: Default bounds of :func:`read_json`: what a small JSON file handed in by a user (a
+#: config, a checkpoint description, a profile) may claim.
+JSON_MAX_BYTES = 16 << 20
+JSON_MAX_DEPTH = 64
 
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-(?P<rand>[0-9a-f]+)$")
 
@@ -188,3 +199,60 @@ def remove_stale_temp_files(directory: str | Path) -> list[Path]:
             os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
+
+
+#: +1 for an opening bracket, -1 for a closing one, 0 for any other byte.
+_BRACKET_STEP = np.zeros(256, dtype=np.int8)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+
+
+def json_shape(data: bytes) -> tuple[int, int]:
+    """(deepest nesting of arrays and objects, number of arrays) of JSON text, without
+    parsing it (brackets inside strings are ignored); bounded memory for any size."""
+    bare = re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', data)
+    depth = deepest = 0
+    chunk = 1 << 20
+    for lo in range(0, len(bare), chunk):
+        part = np.frombuffer(bare, dtype=np.uint8, count=min(chunk, len(bare) - lo), offset=lo)
+        level = np.cumsum(_BRACKET_STEP[part], dtype=np.int64) + depth
+        deepest = max(deepest, int(level.max()))
+        depth = int(level[-1])
+    return deepest, bare.count(b"[")
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON (numbers must be finite)")
+
+
+def read_json(
+    path: str | Path,
+    *,
+    what: str = "JSON file",
+    max_bytes: int = JSON_MAX_BYTES,
+    max_depth: int = JSON_MAX_DEPTH,
+) -> Any:
+    """The JSON document at ``path``, bounded before it is parsed: at most ``max_bytes``
+    (checked before reading), nested at most ``max_depth`` deep (checked on the bytes,
+    so 100k brackets never reach the parser's recursion), strict (no NaN/Infinity).
+    Any problem is one ``ValueError`` naming the file and ``what`` it should be."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        limit = f"{max_bytes >> 20} MiB" if max_bytes % (1 << 20) == 0 else f"{max_bytes} bytes"
+        if size > max_bytes:
+            raise ValueError(f"{size} bytes, more than the {limit} a {what} may have")
+        with p.open("rb") as f:
+            data = f.read(max_bytes + 1)  # the file may have grown since stat
+        if len(data) > max_bytes:
+            raise ValueError(f"more than the {limit} a {what} may have")
+        depth, _ = json_shape(data)
+        if depth > max_depth:
+            raise ValueError(f"nested more than {max_depth} levels deep ({depth})")
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(f"{p}: unreadable {what} (nested too deeply)") from None
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read the {what} ({e.strerror or e})") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{p}: unreadable {what} ({e})") from None

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracks.fileio import atomic_write_text
+from tracks.fileio import atomic_write_text, json_shape
 from tracks.generator import generate_track
 from tracks.library import builtin_names, get_track
 from tracks.limits import (
@@ -92,26 +92,6 @@ def _read_text(path: Path) -> str:
 
 def _too_many_points(path: Path, where: str = "") -> str:
     return f"{path}: {where}more than {MAX_POINTS} points (MAX_POINTS)"
-
-
-#: +1 for an opening bracket, -1 for a closing one, 0 for any other byte.
-_BRACKET_STEP = np.zeros(256, dtype=np.int8)
-_BRACKET_STEP[[ord("["), ord("{")]] = 1
-_BRACKET_STEP[[ord("]"), ord("}")]] = -1
-
-
-def _json_shape(data: bytes) -> tuple[int, int]:
-    """(deepest nesting of arrays and objects, number of arrays) of JSON text, without
-    parsing it (brackets inside strings are ignored)."""
-    bare = re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', data)
-    depth = deepest = 0
-    chunk = 1 << 20  # bounded memory, whatever the file
-    for lo in range(0, len(bare), chunk):
-        part = np.frombuffer(bare, dtype=np.uint8, count=min(chunk, len(bare) - lo), offset=lo)
-        level = np.cumsum(_BRACKET_STEP[part], dtype=np.int64) + depth
-        deepest = max(deepest, int(level.max()))
-        depth = int(level[-1])
-    return deepest, bare.count(b"[")
 
 
 def _lines(text: str) -> Iterator[str]:
@@ -286,7 +266,7 @@ def load_track_json(path: str | Path, *, allow_undrivable: bool = False) -> Trac
     """
     path = Path(path)
     data = _read_bytes(path)
-    depth, arrays = _json_shape(data)
+    depth, arrays = json_shape(data)
     if depth > MAX_JSON_DEPTH:
         raise ValueError(
             f"{path}: JSON nesting depth {depth} exceeds the limit {MAX_JSON_DEPTH} "

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tracks.common import DIRECTIONS, parse_size
+from tracks.fileio import read_json
 from training.augment import AugmentParams
 
 # parse_size (the ``HxW`` syntax) is defined in tracks.common and kept importable here.
@@ -302,10 +303,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str | Path, **overrides: Any) -> TrainConfig:
         path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: cannot read config ({e})") from None
+        d = read_json(path, what="training config")
         if not isinstance(d, dict):
             raise ValueError(f"{path}: config must be a JSON object")
         try:

@@ -11,13 +11,13 @@ default is what it is.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tracks.common import DIRECTIONS, parse_size
+from tracks.fileio import read_json
 from training.config import json_dict
 
 # parse_size (the ``HxW`` syntax) is defined in tracks.common and kept importable here.
@@ -299,6 +299,6 @@ class RLConfig:
     def load(cls, path: str | Path) -> RLConfig:
         p = Path(path)
         try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
+            return cls.from_dict(read_json(p, what="RL config"))
         except (OSError, ValueError, TypeError) as e:
             raise ValueError(f"{p}: cannot read the RL config ({e})") from None
