@@ -73,9 +73,15 @@ def _split(
         missing = [k for s in SPLITS for k in split_keys.get(s, []) if k not in index]
         if missing:
             raise RunError(f"{ds.root}: lacks episode {missing[0]!r} of the saved split")
-        return {s: sorted(index[k] for k in split_keys.get(s, [])) for s in SPLITS}
+        return {s: _by_key(ds, [index[k] for k in split_keys.get(s, [])]) for s in SPLITS}
     sub = split_episodes([ds.episodes[i] for i in keep], cfg.split_ratios, cfg.split_seed)
-    return {s: sorted(keep[j] for j in sub[s]) for s in SPLITS}
+    return {s: _by_key(ds, [keep[j] for j in sub[s]]) for s in SPLITS}
+
+
+def _by_key(ds: Dataset, episodes: list[int]) -> list[int]:
+    """Episode indices in key order: frames are then loaded (and batches drawn) in the
+    same order however the manifest lists them (parallel recorders finish in any order)."""
+    return sorted(episodes, key=lambda i: str(ds.episodes[i]["key"]))
 
 
 def _check_distribution(
