@@ -46,6 +46,7 @@ from sim.world import CameraSpec
 from tracks import load_track
 from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import DIRECTIONS, parse_size
+from tracks.outputs import check_output_dir, os_error_line
 
 logger = logging.getLogger(__name__)
 
@@ -298,9 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 load_track(t, allow_undrivable=cfg.allow_undrivable)
         if args.workers < 1:
             raise ValueError("--workers must be >= 1")
+        check_output_dir(args.out)  # before any episode is driven
         summary = record(cfg, args.out, workers=args.workers, progress=not args.no_progress)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # while writing the dataset: one line, no traceback
+        print(f"error: {os_error_line(exc, args.out)}", file=sys.stderr)
         return 2
     print(
         f"wrote {summary['episodes_recorded']} episodes ({summary['frames']} frames) to {summary['out']}"

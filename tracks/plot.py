@@ -6,6 +6,7 @@ CLI: ``python -m tracks.plot NAME_OR_FILE --out track.png``.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import sys
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from tracks.fileio import atomic_write_bytes
+from tracks.outputs import check_output_file, os_error_line
 from tracks.track import Track
 
 logger = logging.getLogger(__name__)
@@ -98,7 +101,9 @@ def plot_track(
 
         if not isinstance(fig.canvas, FigureCanvasAgg):
             FigureCanvasAgg(fig)
-        fig.savefig(path, format="png")
+        buf = io.BytesIO()  # rendered first, then written atomically: never half a PNG
+        fig.savefig(buf, format="png")
+        atomic_write_bytes(path, buf.getvalue())
         logger.info("wrote %s", path)
     return fig
 
@@ -120,13 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     try:
+        check_output_file(args.out)  # before the track is loaded and drawn
         track = load_track(args.track, scale=args.scale, allow_undrivable=args.allow_undrivable)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.reverse:
         track = track.reversed()
-    plot_track(track, path=args.out, title=args.title)
+    try:
+        plot_track(track, path=args.out, title=args.title)
+    except OSError as exc:  # while writing: one line, no traceback
+        print(f"error: {os_error_line(exc, args.out)}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}")
     return 0
 

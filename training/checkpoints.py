@@ -101,7 +101,6 @@ def save_epoch(run_dir: Path, trainer: Trainer, record: dict[str, Any], improved
             "history": trainer.history,
             "model_args": trainer.model.args,
             "dataset_fingerprint": trainer.data.fingerprint,
-            "created": now_iso(),
         },
     )
 

@@ -87,6 +87,7 @@ from pathlib import Path
 
 from sim.io_utils import atomic_write_json
 from tracks.cliargs import add_config_args, config_from_args
+from tracks.outputs import check_output_dir, check_output_file, os_error_line
 from training.cli import add_alias, fail, setup_logging
 from training.rl_config import RLConfig
 from training.rl_env import EpisodeSampler, build_vec_env, env_kwargs, make_env, reward_weights
@@ -190,7 +191,10 @@ def _main_train(argv: list[str]) -> int:
     ns = _train_parser().parse_args(argv)
     try:
         cfg, resume = _config_from_args(ns)
+        check_output_dir(cfg.out)  # before the envs and the model are built
         summary = train(cfg, resume=resume)
+    except OSError as e:  # while writing: one line, no traceback
+        return fail(os_error_line(e, getattr(ns, "out", None)))
     except ValueError as e:
         return fail(e)
     except KeyboardInterrupt:
@@ -220,6 +224,11 @@ def _main_eval(argv: list[str]) -> int:
         target = Path(a.checkpoint)
         if target.is_dir():
             target = target / f"{a.which}.json"
+        # Where the report goes (by default next to the checkpoint), before the laps.
+        if a.json:
+            check_output_file(a.json)
+        elif target.exists():
+            check_output_dir(target.parent)
         report = run_eval(target, **asdict(settings))
     except ValueError as e:
         return fail(e)
@@ -230,7 +239,10 @@ def _main_eval(argv: list[str]) -> int:
     )
     ckpt = Path(report["checkpoint"])
     dest = Path(a.json) if a.json else ckpt.with_name(f"eval-{ckpt.stem}.json")
-    atomic_write_json(dest, report)
+    try:
+        atomic_write_json(dest, report)
+    except OSError as e:
+        return fail(os_error_line(e, dest))
     print(f"wrote {dest}")
     return 0 if s["solved"] else 1
 

@@ -80,6 +80,8 @@ def save_train_state(model, norm, directory: str | Path, progress: dict[str, Any
         tensors[f"vecnorm.{key}.mean"] = torch.as_tensor(np.asarray(rms.mean, dtype=np.float64))
         tensors[f"vecnorm.{key}.var"] = torch.as_tensor(np.asarray(rms.var, dtype=np.float64))
         rms_meta[key] = float(rms.count)
+    # One metadata entry: several are written in a hash map's order, which differs between
+    # processes, and the same state would get other bytes (another weights_sha256).
     data = save(tensors, metadata={"format": TRAIN_STATE_FORMAT})
     atomic_write_bytes(directory / "train_state.safetensors", data)
     record = {

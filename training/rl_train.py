@@ -137,6 +137,13 @@ def train(cfg: RLConfig, *, resume: bool = False) -> dict[str, Any]:
     state_path = out / "train_state.json"
     progress: dict[str, Any] = {"elapsed_s": 0.0, "best_score": None, "first_solved": None}
     prior = None
+    if resume and not state_path.exists():
+        logger.warning(
+            "%s: no saved training state (the run stopped before its first evaluation): "
+            "starting it fresh",
+            out,
+        )
+        resume = False
     if resume:
         prior, _ = read_train_state(out)
         progress.update({k: prior.get(k) for k in ("best_score", "best_timesteps", "first_solved")})

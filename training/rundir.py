@@ -1,6 +1,9 @@
 """The run directory of behaviour cloning, apart from its checkpoints and curves.
 
-A new run needs a new or empty ``--out``; it receives ``config.json`` (the resolved config:
+A new run needs a new or empty ``--out``, or the directory of a run that stopped before
+its first epoch ended (its files but no saved training state: it is started again); a
+run with saved state is refused (``--resume`` continues it). ``--out`` is checked to be
+writable before the data is loaded (:func:`tracks.outputs.check_output_dir`). A run receives ``config.json`` (the resolved config:
 ``--config RUN_DIR/config.json`` reproduces the run), ``split.json`` (episodes per split,
 distribution check), and at the end ``test_metrics.json`` and ``diagnosis.json``.
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sim.io_utils import atomic_write_json
+from sim.io_utils import atomic_write_json, is_temp_file
 from training.config import TrainConfig
 from training.data import SPLITS
 from training.diagnose import estimate_base_error
@@ -19,14 +22,29 @@ from training.prepare import PreparedData
 from training.reporting import clean
 
 __all__ = [
+    "RUN_FILES",
+    "STATE_FILE",
     "base_error",
     "check_new_run_directory",
     "checkpoint_record",
+    "has_saved_state",
     "run_directory",
     "write_diagnosis",
     "write_run_files",
     "write_test_metrics",
 ]
+
+
+#: The resumable training state (:mod:`training.state`): a run with it can be resumed.
+STATE_FILE = "last-state.safetensors"
+#: Every name a run writes into its directory.
+RUN_FILES = frozenset(
+    {
+        "config.json", "split.json", "metrics.csv", "curves.png", "tb",
+        "best.safetensors", "best.json", "last.safetensors", "last.json",
+        STATE_FILE, "last-state.json", "test_metrics.json", "diagnosis.json",
+    }
+)  # fmt: skip
 
 
 def run_directory(cfg: TrainConfig) -> Path:
@@ -38,14 +56,33 @@ def run_directory(cfg: TrainConfig) -> Path:
     return Path(cfg.out)
 
 
-def check_new_run_directory(run_dir: Path) -> None:
-    """A new run's directory must be new or empty (:class:`RunError` otherwise)."""
+def has_saved_state(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds a run's training state (``--resume`` continues it)."""
+    return (run_dir / STATE_FILE).exists()
+
+
+def check_new_run_directory(run_dir: Path) -> bool:
+    """Where a new run may start (:class:`RunError` otherwise): a new or empty directory,
+    or one holding only the files of a run that stopped before its first epoch ended (no
+    saved state; they are overwritten: returns True). A run with saved state is refused,
+    and so is a directory with files that are not a run's."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--out {run_dir}: exists and is not a directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if not run_dir.is_dir():
+        return False
+    if has_saved_state(run_dir):
         raise RunError(
-            f"--out {run_dir}: not empty (use --resume to continue that run, or a new directory)"
+            f"--out {run_dir}: holds a run with saved training state "
+            "(use --resume to continue it, or another --out)"
         )
+    names = [p.name for p in run_dir.iterdir() if not is_temp_file(p)]
+    others = sorted(n for n in names if n not in RUN_FILES)
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise RunError(
+            f"--out {run_dir}: not empty and not a training run ({shown}); use another --out"
+        )
+    return bool(names)
 
 
 def base_error(cfg: TrainConfig, data: PreparedData) -> tuple[float, str]:

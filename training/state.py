@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 
 from sim.io_utils import atomic_write_bytes, atomic_write_json
+from tracks.common import now_iso
 
 __all__ = [
     "EarlyStopping",
@@ -175,9 +176,12 @@ def save_train_state(
 
     Tensors: ``model.*`` (current weights and buffers), ``best.*`` (the best weights so far),
     ``optimizer.state.*`` and ``rng.*``; everything else (optimizer hyperparameters, scaler,
-    RNG scalars, ``info``) is JSON in the file's metadata. One file means a kill can never
-    leave weights and optimizer from different epochs. ``NAME.json`` is a readable copy of
-    the record, written afterwards; resuming reads only the safetensors file.
+    RNG scalars, ``info``) is JSON in the file's metadata (its one entry, ``record``). One
+    file means a kill can never leave weights and optimizer from different epochs. Its
+    bytes depend only on the state: the same state saved twice, in any process, has the
+    same sha256 (so ``info`` should hold no timestamp). ``NAME.json`` is a readable copy of
+    the record with the time it was written (``created``), written afterwards; resuming
+    reads only the safetensors file.
     """
     run_dir = Path(run_dir)
     tensors = {
@@ -200,9 +204,13 @@ def save_train_state(
         **info,
     }
     text = json.dumps(record, allow_nan=False)
-    data = save(tensors, metadata={"format": STATE_FORMAT, "record": text})
+    # ONE metadata entry: safetensors writes several in a hash map's order, which differs
+    # between processes, and the same state would get other bytes (another sha256). The
+    # format is checked inside the record.
+    data = save(tensors, metadata={"record": text})
     atomic_write_bytes(run_dir / f"{name}.safetensors", data)
-    atomic_write_json(run_dir / f"{name}.json", {k: v for k, v in record.items() if k != "rng"})
+    readable = {k: v for k, v in record.items() if k != "rng"}
+    atomic_write_json(run_dir / f"{name}.json", {**readable, "created": now_iso()})
     return record
 
 

@@ -21,8 +21,13 @@ Each step is one call into the module that does that job: :mod:`training.prepare
 :mod:`training.reporting` (metrics, curves, TensorBoard, log lines) and
 :mod:`training.train_cli` (flags from :class:`~training.config.TrainConfig`).
 
+``--resume`` on a run that stopped before its first epoch ended (its config but no saved
+state) starts it fresh, and says so; a new run into such a directory does the same.
+
 Exit status: 0 done; 1 training diverged (NaN/inf loss: the best checkpoint is left as it
-was); 2 bad input (one ``error:`` line, nothing written).
+was); 2 bad input, or an ``--out`` that cannot be written (one ``error:`` line; checked
+before the data is loaded, nothing written; an ``OSError`` later, while writing, is one
+line too, and every file is written atomically, so none is left half-written).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tracks.outputs import check_output_dir, os_error_line
 from training.checkpoints import finish_best_record, load_resume_point, save_epoch
 from training.cli import Parser as _Parser
 from training.cli import fail
@@ -54,6 +60,7 @@ from training.rundir import (
     base_error,
     check_new_run_directory,
     checkpoint_record,
+    has_saved_state,
     run_directory,
     write_diagnosis,
     write_run_files,
@@ -109,9 +116,16 @@ def run(
     run_dir = run_directory(cfg)
     device = resolve_device(cfg.device)
     amp_dtype = amp_dtype_for(cfg, device)
-    saved = load_resume_point(run_dir) if resume else None
-    if saved is None:
-        check_new_run_directory(run_dir)
+    # --resume on a run stopped before its first epoch ended (no saved state) starts it
+    # fresh, as a new run into its directory does.
+    saved = load_resume_point(run_dir) if resume and has_saved_state(run_dir) else None
+    if saved is None and (check_new_run_directory(run_dir) or resume):
+        logger.warning(
+            "%s: no saved training state (the run stopped before its first epoch ended): "
+            "starting it fresh",
+            run_dir,
+        )
+    check_output_dir(run_dir)
 
     with runtime(cfg, device):
         seed_everything(cfg.seed)
@@ -135,7 +149,7 @@ def run(
             run_dir, cfg.model, device, len(data.train), len(data.dev), data.stride,
             sum(p.numel() for p in trainer.model.parameters()),
         )  # fmt: skip
-        board = Board(run_dir, cfg.tensorboard, trainer.epoch + 1 if resume else None)
+        board = Board(run_dir, cfg.tensorboard, trainer.epoch + 1 if saved is not None else None)
         data.train.to(device)
         data.dev.to(device)
         try:
@@ -210,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = run(cfg, resume=args.resume)
     except (RunError, ValueError) as e:
         return fail(e)
+    except OSError as e:  # while writing (--out was checked up front): no traceback
+        return fail(os_error_line(e, getattr(args, "out", None)))
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1

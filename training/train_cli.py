@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="config JSON (e.g. RUN_DIR/config.json or a search's best_config.json); flags override it",
     )
     ap.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (a run stopped before its "
+        "first epoch ended starts fresh)",
     )
     add_config_args(ap, TrainConfig, exclude=("data", "out"))
     add_alias(ap, "--split", "--split-ratios")
