@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.dataset.episode_file import _Header, _read_episode_into
-from sim.dataset.format import EpisodeMeta, _info_image_hw, _is_int
+from sim.dataset.format import DatasetError, EpisodeMeta, _info_image_hw, _is_int
 from sim.dataset.frames import FRAME_FIELDS
 from sim.dataset.manifest import _load_manifest_or_raise
 
@@ -20,6 +20,9 @@ class Dataset:
 
     ``episodes`` are the manifest records, in recording order; ``len(ds)`` is the number of
     frames. Episode ``i`` covers frames ``offsets[i]:offsets[i+1]`` of :meth:`load_arrays`.
+
+    Every load checks each file's sha256 against the manifest unless ``verify=False``: a
+    damaged file is a :class:`DatasetError` naming it (one line), never wrong frames.
     """
 
     def __init__(self, root: Path, manifest: dict) -> None:
@@ -80,21 +83,31 @@ class Dataset:
         i = self.episode_index(i_or_key)
         rec = self.episodes[i]
         names = _check_fields(fields)
-        return _read_episode_into(
-            self.root / rec["file"], rec, None, names, verify, self.image_size
-        )
+        return self._read(rec, None, names, verify, self.image_size)
+
+    def _read(self, rec: dict, *args) -> dict[str, np.ndarray]:
+        """``_read_episode_into`` for record ``rec``; its errors say how to find the others."""
+        try:
+            return _read_episode_into(self.root / rec["file"], rec, *args)
+        except DatasetError as e:
+            raise DatasetError(
+                f"{e}; `python -m sim.dataset validate {self.root}` lists every damaged file "
+                "(re-running the sim.record command that recorded them records them again)"
+            ) from None
 
     def load_arrays(
         self,
         fields: Sequence[str] | None = None,
         episodes: Sequence[int] | None = None,
-        verify: bool = False,
+        verify: bool = True,
     ) -> dict[str, np.ndarray]:
         """Concatenated arrays of ``fields`` (default all) over ``episodes`` (default all).
 
         Adds ``"episode"`` (int32 index into :attr:`episodes`) and ``"frame"`` (int32 index
         within the episode). Outputs are preallocated from the manifest's frame counts and each
-        file's tensors are read straight into their slices.
+        file's tensors are read straight into their slices. With ``verify`` (the default) each
+        file is read whole and its sha256 checked against the manifest, even when ``fields``
+        are only labels; ``verify=False`` reads only ``fields`` and trusts the bytes.
         """
         names = _check_fields(fields)
         idx = (
@@ -133,7 +146,7 @@ class Dataset:
             hw = image_hw
             if hw is None and "image" in out:
                 hw = tuple(out["image"].shape[1:3])
-            _read_episode_into(self.root / rec["file"], rec, None, names, verify, hw, dests)
+            self._read(rec, None, names, verify, hw, dests)
         out["episode"] = np.repeat(np.asarray(idx, dtype=np.int32), counts)
         out["frame"] = (np.arange(total, dtype=np.int64) - np.repeat(starts[:-1], counts)).astype(
             np.int32
