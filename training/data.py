@@ -286,11 +286,13 @@ def load_frames(
     stride: int = 1,
     progress: bool = False,
     desc: str = "load",
+    verify: bool = True,
 ) -> FrameSet:
     """Load ``episodes`` of ``ds`` (a ``sim.dataset.Dataset``), keeping every ``stride``-th frame.
 
     Episodes are read one at a time into preallocated arrays, so the peak memory is the
-    kept frames plus one episode.
+    kept frames plus one episode. With ``verify`` (the default) each file's sha256 is checked
+    against the manifest: a damaged file is a ``sim.dataset.DatasetError`` naming it.
     """
     from tqdm import tqdm
 
@@ -309,7 +311,7 @@ def load_frames(
         disable=not progress,
         leave=False,
     ):
-        a = ds.load_arrays(fields=["image", "steering", "throttle"], episodes=[i])
+        a = ds.load_arrays(fields=["image", "steering", "throttle"], episodes=[i], verify=verify)
         if images is None:
             hw = tuple(a["image"].shape[1:3])
             images = np.empty((total, *hw, 3), dtype=np.uint8)
