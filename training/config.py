@@ -66,7 +66,7 @@ class TrainConfig:
         default=True,
         metadata={
             "help": "check every episode file's sha256 against the manifest while loading; "
-            "--no-verify skips it (a little faster) at a risk: a corrupted file then trains "
+            "--no-verify skips it to load faster, at a risk: a corrupted file then trains "
             "on wrong labels or images without any error"
         },
     )
