@@ -118,25 +118,50 @@ def _json_limit_problem(obj: Any, base_depth: int = 0) -> str | None:
 
     Limits: nesting of arrays and objects deeper than :data:`MAX_JSON_DEPTH` (``obj`` itself
     sits at depth ``base_depth + 1`` when it is a container), strings and object keys longer
-    than :data:`MAX_STRING_CHARS`. Iterative: any depth is measured without recursion.
+    than :data:`MAX_STRING_CHARS`. The walk stops one level below the limit, so its own
+    recursion is bounded whatever the input.
     """
-    stack = [(obj, base_depth + 1)]
-    while stack:
-        x, depth = stack.pop()
-        if isinstance(x, str):
-            if len(x) > MAX_STRING_CHARS:
-                return (
-                    f"a string of {len(x)} characters exceeds the limit {MAX_STRING_CHARS} "
-                    f"(MAX_STRING_CHARS): {x[:40]!r}..."
-                )
-        elif isinstance(x, (dict, list, tuple)):
-            if depth > MAX_JSON_DEPTH:
-                return f"JSON nesting deeper than the limit {MAX_JSON_DEPTH} (MAX_JSON_DEPTH)"
-            if isinstance(x, dict):
-                stack.extend((k, depth) for k in x)
-                stack.extend((v, depth + 1) for v in x.values())
-            else:
-                stack.extend((v, depth + 1) for v in x)
+    if type(obj) is str:
+        return _long_string(obj) if len(obj) > MAX_STRING_CHARS else None
+    if type(obj) is dict or type(obj) is list:
+        return _walk_limits(obj, base_depth + 1)
+    return None
+
+
+def _long_string(s: str) -> str:
+    return (
+        f"a string of {len(s)} characters exceeds the limit {MAX_STRING_CHARS} "
+        f"(MAX_STRING_CHARS): {s[:40]!r}..."
+    )
+
+
+def _walk_limits(x: dict | list, depth: int) -> str | None:
+    """:func:`_json_limit_problem` of container ``x`` at ``depth``. The hot loop: ``x`` is
+    parsed (or round-tripped) JSON, so exact type tests suffice and keys are strings."""
+    if depth > MAX_JSON_DEPTH:
+        return f"JSON nesting deeper than the limit {MAX_JSON_DEPTH} (MAX_JSON_DEPTH)"
+    if type(x) is dict:
+        for k, v in x.items():
+            if len(k) > MAX_STRING_CHARS:
+                return _long_string(k)
+            t = type(v)
+            if t is str:
+                if len(v) > MAX_STRING_CHARS:
+                    return _long_string(v)
+            elif t is dict or t is list:
+                problem = _walk_limits(v, depth + 1)
+                if problem:
+                    return problem
+        return None
+    for v in x:
+        t = type(v)
+        if t is str:
+            if len(v) > MAX_STRING_CHARS:
+                return _long_string(v)
+        elif t is dict or t is list:
+            problem = _walk_limits(v, depth + 1)
+            if problem:
+                return problem
     return None
 
 
