@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sim.dataset.format import DIRECTIONS, EpisodeMeta
-from sim.dataset.reader import open_dataset
+from sim.dataset.reader import LOAD_WORKERS, open_dataset
 from sim.dataset.synthetic import synthetic_episode
 from sim.dataset.writer import DatasetWriter
 
@@ -85,7 +85,7 @@ def run_bench(
         print(
             f"write        {total / t_write:,.0f} frames/s ({disk / 1e6 / t_write:,.0f} MB/s, fsync'd)"
         )
-        print(f"load_arrays  median of {runs}, warm cache:")
+        print(f"load_arrays  median of {runs}, warm cache, {LOAD_WORKERS} reader threads:")
         for name, (times, loaded) in rows.items():
             t = float(np.median(times))
             note = "sha256 of every file, the default" if name == "verify=True" else "no sha256"
