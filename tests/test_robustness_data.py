@@ -355,7 +355,7 @@ def test_writer_lists_intact_files_and_quarantines_the_rest(tmp_path, caplog):
 def test_repair_unlists_missing_and_corrupt_episodes(tmp_path):
     w = small_dataset(tmp_path, 3)
     (tmp_path / "episodes/ep-e0.safetensors").unlink()
-    corrupt(tmp_path / "episodes/ep-e1.safetensors", "label")
+    corrupt(tmp_path / "episodes/ep-e1.safetensors", "image")
     lines = w.repair(["e0", "e1"])
     assert len(lines) == 2 and "missing" in lines[0] and "sha256 mismatch" in lines[1]
     assert [r["key"] for r in w.episodes] == ["e2"]
@@ -518,3 +518,19 @@ def test_writer_refuses_what_readers_would_refuse(tmp_path):
     frames = synthetic_episode(np.random.default_rng(0), 2, HW)
     w.write_episode("ok", frames, meta(extra={"deep": nested(MAX_JSON_DEPTH - 5)}))
     assert validate_dataset(tmp_path) == []
+
+
+def test_threaded_loads_match_and_report_the_first_damaged_episode(tmp_path):
+    small_dataset(tmp_path, 6)
+    ds = open_dataset(tmp_path)
+    seen: list[int] = []
+    one = ds.load_arrays(workers=1)
+    many = ds.load_arrays(workers=4, on_episode=seen.append)
+    assert sorted(seen) == list(range(6))
+    for name, a in one.items():
+        np.testing.assert_array_equal(many[name], a, err_msg=name)
+    for key in ("e4", "e2"):
+        corrupt(tmp_path / f"episodes/ep-{key}.safetensors", "image")
+    for workers in (1, 4):
+        with pytest.raises(DatasetError, match="ep-e2.safetensors: sha256 mismatch"):
+            ds.load_arrays(fields=["steering"], workers=workers)
