@@ -7,7 +7,10 @@ One episode is ``--laps`` laps of one track in one direction. Episodes run in
 atomically and appends it to the manifest under a file lock, so a recorder
 killed at any moment leaves a valid dataset. Re-running the same command
 skips the episodes already complete (resumable), and the same ``--seed``
-gives the same data (deterministic).
+gives the same data (deterministic). On resume nothing recorded is deleted:
+complete episode files the manifest does not list are listed again, and a
+listed episode whose file is missing or corrupt (its sha256 is checked) is
+recorded again, the corrupt file moved to ``DIR/quarantine/``.
 
 An episode in which the expert leaves the road (possible only with large
 perturbations) is not written: its frames would teach a crash. It is
@@ -233,9 +236,21 @@ def record(cfg: RecordConfig, out: str | Path, workers: int = 1, progress: bool 
             "(use --start random, --noise or --drift)",
             cfg.episodes,
         )
+    # Opening the writer lists again complete episode files the manifest lacks; repair()
+    # unlists this run's episodes whose file is gone or damaged, so they are recorded again.
     writer = DatasetWriter(out, dataset_info_cached(cfg))
-    jobs = [j for j in cfg.jobs() if not writer.has_episode(j["key"])]
-    skipped = len(cfg.jobs()) - len(jobs)
+    all_jobs = cfg.jobs()
+    damaged = writer.repair(j["key"] for j in all_jobs)
+    if damaged:
+        logger.warning(
+            "%s: recording again %d listed episodes whose file is missing or damaged: %s",
+            out,
+            len(damaged),
+            "; ".join(damaged[:3]) + ("; ..." if len(damaged) > 3 else ""),
+        )
+    listed = {rec["key"] for rec in writer.episodes}
+    jobs = [j for j in all_jobs if j["key"] not in listed]
+    skipped = len(all_jobs) - len(jobs)
     results: list[dict] = []
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), unit="ep", disable=not progress, desc="recording")

@@ -63,6 +63,14 @@ class TrainConfig:
         },
     )
     split_seed: int = 0  # shuffles episodes within (track, direction) groups
+    verify: bool = field(
+        default=True,
+        metadata={
+            "help": "check every episode file's sha256 against the manifest while loading; "
+            "--no-verify skips it to load faster, at a risk: a corrupted file then trains "
+            "on wrong labels or images without any error"
+        },
+    )
 
     # --- model (agents.models.build_model)
     model: str = "compact"  # pilotnet | compact | compact_cls | resnet_cls

@@ -286,16 +286,34 @@ def load_frames(
     stride: int = 1,
     progress: bool = False,
     desc: str = "load",
+    verify: bool = True,
 ) -> FrameSet:
     """Load ``episodes`` of ``ds`` (a ``sim.dataset.Dataset``), keeping every ``stride``-th frame.
 
-    Episodes are read one at a time into preallocated arrays, so the peak memory is the
-    kept frames plus one episode.
+    With ``stride`` 1 the episodes are read straight into the frame set's arrays (by the
+    dataset's reader threads); otherwise one at a time into preallocated arrays, so the peak
+    memory is the kept frames plus one episode. With ``verify`` (the default) each file's
+    sha256 is checked against the manifest: a damaged file is a ``sim.dataset.DatasetError``
+    naming it.
     """
     from tqdm import tqdm
 
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
+    fields = ["image", "steering", "throttle"]
+    if stride == 1 and episodes:
+        with tqdm(
+            total=len(episodes), desc=desc, unit="ep", disable=not progress, leave=False
+        ) as bar:
+            a = ds.load_arrays(
+                fields=fields, episodes=episodes, verify=verify, on_episode=lambda _: bar.update()
+            )
+        return FrameSet(
+            images=torch.from_numpy(a["image"]),
+            steering=torch.from_numpy(a["steering"]),
+            throttle=torch.from_numpy(a["throttle"]),
+            episode=a["episode"],
+        )
     counts = [len(range(0, int(ds.episodes[i]["frames"]), stride)) for i in episodes]
     total = int(sum(counts))
     hw = ds.image_size
@@ -309,7 +327,7 @@ def load_frames(
         disable=not progress,
         leave=False,
     ):
-        a = ds.load_arrays(fields=["image", "steering", "throttle"], episodes=[i])
+        a = ds.load_arrays(fields=fields, episodes=[i], verify=verify)
         if images is None:
             hw = tuple(a["image"].shape[1:3])
             images = np.empty((total, *hw, 3), dtype=np.uint8)

@@ -172,8 +172,12 @@ def evaluate_offline(
     batch_size: int = 256,
     flip_frames: int = 1000,
     progress: bool = False,
+    verify: bool = True,
 ) -> dict[str, Any]:
     """Offline metrics of a checkpoint on ``dataset`` (a path or ``sim.dataset.Dataset``).
+
+    Each episode file's sha256 is checked while loading unless ``verify=False``: a damaged
+    file is a ``sim.dataset.DatasetError`` (a ``ValueError``) naming it.
 
     ``split`` is ``"train"``, ``"dev"`` or ``"test"`` (the episodes the checkpoint's run put
     there, looked up by key in ``dataset``) or ``"all"`` (every episode of ``dataset``).
@@ -200,7 +204,7 @@ def evaluate_offline(
                 f"(e.g. {missing[0]!r}); evaluate with split='all' on other data"
             )
         episodes = sorted(index[k] for k in keys)
-    frames = load_frames(ds, episodes, progress=progress, desc=f"load {split}")
+    frames = load_frames(ds, episodes, progress=progress, desc=f"load {split}", verify=verify)
     res = evaluate_frames(
         model, frames, batch_size=batch_size, report=True, flip_frames=flip_frames
     )
@@ -225,9 +229,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--split", default="test", choices=[*SPLITS, "all"])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not check the episode files' sha256 while loading (default: checked); the "
+        "risk: a corrupted file is then scored on wrong labels or images without any error",
+    )
     args = ap.parse_args(argv)
     try:
-        res = evaluate_offline(args.checkpoint, args.data, args.split, device=args.device)
+        res = evaluate_offline(
+            args.checkpoint, args.data, args.split, device=args.device, verify=not args.no_verify
+        )
     except (ValueError, KeyError) as e:
         return fail(e)
     if args.json:

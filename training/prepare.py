@@ -85,13 +85,16 @@ def _by_key(ds: Dataset, episodes: list[int]) -> list[int]:
 
 
 def _check_distribution(
-    ds: Dataset, split: dict[str, list[int]], stride: int
+    ds: Dataset, split: dict[str, list[int]], stride: int, verify: tuple[str, ...] = ()
 ) -> tuple[dict[str, Any], list[str]]:
-    """The split's distribution check, on labels only (cheap: images are not read)."""
+    """The split's distribution check, on labels only (cheap: images are not read, except to
+    check the sha256 of the files of the splits in ``verify``)."""
     steer, dirs, tracks = {}, {}, {}
     for s in SPLITS:
-        a = ds.load_arrays(fields=["steering"], episodes=split[s]) if split[s] else {
-            "steering": np.empty(0, np.float32), "episode": np.empty(0, np.int32)}  # fmt: skip
+        if split[s]:
+            a = ds.load_arrays(fields=["steering"], episodes=split[s], verify=s in verify)
+        else:
+            a = {"steering": np.empty(0, np.float32), "episode": np.empty(0, np.int32)}
         steer[s] = a["steering"][::stride] if stride > 1 else a["steering"]
         ep = a["episode"][::stride] if stride > 1 else a["episode"]
         dirs[s] = np.array([ds.episodes[i]["direction"] for i in ep], dtype=object)
@@ -122,14 +125,18 @@ def prepare_data(cfg: TrainConfig, split_keys: dict[str, list[str]] | None = Non
         )
     total = sum(ds.episodes[i]["frames"] for s in SPLITS for i in split[s])
     stride = 1 if cfg.max_frames is None else max(1, math.ceil(total / cfg.max_frames))
+    # Every file is read and its sha256 checked (unless --no-verify) before the run directory
+    # is written: the frames of train and dev now, and the test files, whose frames are loaded
+    # only at the end of the run, now too, by the distribution check.
+    load = {"stride": stride, "progress": cfg.progress, "verify": cfg.verify}
     try:
-        check, warnings = _check_distribution(ds, split, stride)
+        train = load_frames(ds, split["train"], desc="load train", **load)
+        dev = load_frames(ds, split["dev"], desc="load dev", **load)
+        check, warnings = _check_distribution(
+            ds, split, stride, verify=("test",) if cfg.verify else ()
+        )
         if not split["test"]:
             warnings.append("no test episodes: the final test evaluation is skipped")
-        train = load_frames(
-            ds, split["train"], stride=stride, progress=cfg.progress, desc="load train"
-        )
-        dev = load_frames(ds, split["dev"], stride=stride, progress=cfg.progress, desc="load dev")
     except DatasetError as e:
         raise RunError(str(e)) from None
     if len(train) < 2:
@@ -165,6 +172,14 @@ def channel_stats(frames: FrameSet, seed: int, n: int = 2000) -> tuple[list[floa
 def load_test_frames(cfg: TrainConfig, data: PreparedData) -> FrameSet:
     """The test split's frames (loaded only at the end of a run, with the same stride)."""
     ds = open_run_dataset(cfg)
-    return load_frames(
-        ds, data.split["test"], stride=data.stride, progress=cfg.progress, desc="load test"
-    )
+    try:
+        return load_frames(
+            ds,
+            data.split["test"],
+            stride=data.stride,
+            progress=cfg.progress,
+            desc="load test",
+            verify=cfg.verify,
+        )
+    except DatasetError as e:
+        raise RunError(str(e)) from None

@@ -11,11 +11,23 @@ Guarantees:
 - Crash safety. An episode file is written to a temp file, fsynced and renamed into place, and
   only then listed in the manifest (itself replaced atomically, under a file lock). A recorder
   killed at any moment leaves a dataset that opens, with every completed episode intact; the
-  partial one is absent, at worst leaving a temp/orphan file that :func:`validate_dataset`
-  reports as a warning and the next :class:`DatasetWriter` removes.
+  partial one is absent, at worst leaving a temp file or an unlisted episode file that
+  :func:`validate_dataset` reports as a warning and the next :class:`DatasetWriter` tidies up.
+- Nothing recorded is deleted. Each episode file carries the sha256 of its own data in its
+  header (:data:`CONTENT_SHA_KEY`); a writer lists again an unlisted file that is a complete,
+  intact episode (a killed recorder's, or one a restored or merged manifest lacks) and moves
+  any other unlisted episode file, and a listed one :meth:`DatasetWriter.repair` finds
+  damaged, to ``quarantine/``. Only temp files of writers no longer running are removed.
+- Verified loading. Every load (:meth:`Dataset.load_arrays`, :meth:`Dataset.load_episode`)
+  checks each file's sha256 against the manifest unless ``verify=False``; a damaged file is a
+  one-line :class:`DatasetError` naming it.
 - Safe loading. Files are parsed as safetensors (a JSON header plus raw little-endian arrays);
   nothing is ever unpickled, and every header is checked against :data:`FRAME_FIELDS` before
   a byte of data is trusted.
+- Limits. The manifest and episode headers are bounded (file and header size, episodes,
+  frames per episode, image sides, JSON nesting, string lengths: the ``MAX_*`` constants of
+  :mod:`~sim.dataset.format`); each breach is a one-line :class:`DatasetError` naming the file
+  and the limit, and the writer refuses to write past them.
 - Self-description. The manifest's ``info`` block (env id and version, pybullet version,
   renderer, camera, rates...) is fixed at creation; appending with an incompatible camera,
   control rate or renderer is refused.

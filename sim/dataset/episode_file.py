@@ -20,7 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from sim.dataset.format import DatasetError, _is_int, _reject_constant
+from sim.dataset.format import (
+    CONTENT_SHA_KEY,
+    EPISODE_METADATA_KEY,
+    MAX_EPISODE_FRAMES,
+    MAX_HEADER_BYTES,
+    MAX_TENSORS,
+    DatasetError,
+    _image_size_problem,
+    _is_int,
+    _loads_limited,
+)
 from sim.dataset.frames import FRAME_FIELDS
 
 _ST_DTYPES: dict[str, np.dtype] = {
@@ -37,7 +47,7 @@ _ST_DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype("<f4"),
     "F64": np.dtype("<f8"),
 }
-_MAX_HEADER_BYTES = 100_000_000  # same cap as the safetensors reference implementation
+_ST_NAMES = {dt: name for name, dt in _ST_DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -67,17 +77,27 @@ def _parse_header(prefix: bytes, read_json: Any, path: Path, size: int) -> _Head
     if len(prefix) < 8:
         raise DatasetError(f"{bad}: {size} bytes, too short for a header (truncated?)")
     (n,) = struct.unpack("<Q", prefix)
-    if n > _MAX_HEADER_BYTES or 8 + n > size:
+    if 8 + n > size:
         raise DatasetError(f"{bad}: header length {n} exceeds the file size {size} (truncated?)")
+    if n > MAX_HEADER_BYTES:
+        raise DatasetError(
+            f"{path}: header of {n} bytes exceeds the limit {MAX_HEADER_BYTES} (MAX_HEADER_BYTES)"
+        )
     raw_json = read_json(n)
     if len(raw_json) != n:
         raise DatasetError(f"{bad}: header cut short (truncated?)")
     try:
-        h = json.loads(raw_json.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as e:
+        text = raw_json.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise DatasetError(f"{bad}: header is not JSON ({e})") from None
+    h = _loads_limited(text, f"{path}: header")
     if not isinstance(h, dict):
         raise DatasetError(f"{bad}: header is not a JSON object")
+    if len(h) > MAX_TENSORS + 1:
+        raise DatasetError(
+            f"{path}: header lists {len(h)} entries, more than the limit {MAX_TENSORS} "
+            "tensors (MAX_TENSORS)"
+        )
     metadata = h.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise DatasetError(f"{bad}: __metadata__ must map strings to strings")
@@ -144,6 +164,8 @@ def _tensor_problems(
     n = img.shape[0] if img is not None and img.shape else None
     if n is None:
         n = next((t.shape[0] for t in hdr.tensors.values() if t.shape), None)
+    if n is not None and n > MAX_EPISODE_FRAMES:
+        out.append(f"{n} frames exceed the limit {MAX_EPISODE_FRAMES} (MAX_EPISODE_FRAMES)")
     if frames is not None and n is not None and n != frames:
         out.append(f"{n} frames in the file, manifest says {frames}")
     for name, (dtype, trailing) in FRAME_FIELDS.items():
@@ -156,6 +178,8 @@ def _tensor_problems(
             ok = len(t.shape) == 4 and t.shape[3] == 3 and t.shape[1] > 0 and t.shape[2] > 0
             if not ok:
                 out.append(f"field 'image' has shape {list(t.shape)}, expected (N, H, W, 3)")
+            elif _image_size_problem(t.shape[1:3]):
+                out.append(f"field 'image': {_image_size_problem(t.shape[1:3])}")
             elif image_hw is not None and tuple(t.shape[1:3]) != image_hw:
                 out.append(
                     f"image size {t.shape[1]}x{t.shape[2]} differs from the dataset's "
@@ -166,6 +190,77 @@ def _tensor_problems(
         elif n is not None and t.shape != (n, *trailing):
             out.append(f"field {name!r} has shape {list(t.shape)}, expected {[n, *trailing]}")
     return out
+
+
+def _episode_meta(hdr: _Header, path: Path) -> dict[str, Any]:
+    """The episode metadata of a header (:data:`EPISODE_METADATA_KEY`), within the JSON limits."""
+    raw = hdr.metadata.get(EPISODE_METADATA_KEY)
+    if raw is None:
+        raise DatasetError(f"{path}: no {EPISODE_METADATA_KEY!r} metadata in the header")
+    where = f"{path}: header metadata {EPISODE_METADATA_KEY!r}"
+    meta = _loads_limited(raw, where)
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{where} is not a JSON object")
+    return meta
+
+
+def _serialize_episode(
+    arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+) -> tuple[bytearray, str]:
+    """The safetensors file of ``arrays`` with ``meta`` as its episode metadata, plus
+    :data:`CONTENT_SHA_KEY`: the sha256 of the data section. Returns (file, that sha256).
+
+    Built in one buffer (one copy of the arrays): the header length does not depend on the
+    digest (64 hex digits), so the data goes in first, is hashed, then the header is filled in.
+    Tensors are laid out by name; the header is padded with spaces to 8 bytes, as the
+    reference writer does.
+    """
+    names = sorted(arrays)
+    entries: dict[str, dict[str, Any]] = {}
+    pos = 0
+    for name in names:
+        a = arrays[name]
+        dtype = next((k for k, v in _ST_DTYPES.items() if v == a.dtype), None)
+        if dtype is None or not a.flags.c_contiguous:
+            raise ValueError(f"field {name!r}: cannot store {a.dtype} (non-contiguous?) arrays")
+        entries[name] = {
+            "dtype": dtype,
+            "shape": list(a.shape),
+            "data_offsets": [pos, pos + a.nbytes],
+        }
+        pos += a.nbytes
+
+    def header(digest: str) -> bytes:
+        text = json.dumps({**meta, CONTENT_SHA_KEY: digest})
+        raw = json.dumps(
+            {"__metadata__": {EPISODE_METADATA_KEY: text}, **entries}, separators=(",", ":")
+        ).encode("ascii")
+        return raw + b" " * (-len(raw) % 8)
+
+    start = 8 + len(header("0" * 64))
+    buf = bytearray(start + pos)
+    view = memoryview(buf)
+    for name in names:
+        begin, end = entries[name]["data_offsets"]
+        view[start + begin : start + end] = _byte_view(arrays[name])
+    digest = hashlib.sha256(view[start:]).hexdigest()
+    head = header(digest)
+    assert 8 + len(head) == start
+    view[:8] = struct.pack("<Q", len(head))
+    view[8:start] = head
+    return buf, digest
+
+
+def _hash_episode_file(f: Any, hdr: _Header, path: Path) -> tuple[str, str]:
+    """(sha256 of the whole file, sha256 of its data section) of open file ``f``, in one pass."""
+    whole, data = hashlib.sha256(hdr.raw), hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    f.seek(hdr.data_start)
+    while n := f.readinto(buf):
+        whole.update(view[:n])
+        data.update(view[:n])
+    return whole.hexdigest(), data.hexdigest()
 
 
 def _bytes_mismatch(path: Path, size: int, record: Mapping[str, Any]) -> str:

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from tracks.common import DIRECTIONS
+from tracks.common import DIRECTIONS, MAX_IMAGE_SIDE, parse_size
 
 __all__ = [
+    "CONTENT_SHA_KEY",
     "DIRECTIONS",
     "EPISODES_DIRNAME",
     "EPISODE_METADATA_KEY",
@@ -24,6 +25,16 @@ __all__ = [
     "INFO_COMPAT_FIELDS",
     "LOCK_NAME",
     "MANIFEST_NAME",
+    "MAX_EPISODES",
+    "MAX_EPISODE_FRAMES",
+    "MAX_HEADER_BYTES",
+    "MAX_IMAGE_SIDE",
+    "MAX_JSON_DEPTH",
+    "MAX_MANIFEST_BYTES",
+    "MAX_NAME_CHARS",
+    "MAX_STRING_CHARS",
+    "MAX_TENSORS",
+    "QUARANTINE_DIRNAME",
     "SCHEMA_VERSION",
     "DatasetError",
     "EpisodeMeta",
@@ -36,6 +47,38 @@ MANIFEST_NAME = "manifest.json"
 EPISODES_DIRNAME = "episodes"
 LOCK_NAME = ".manifest.lock"
 EPISODE_METADATA_KEY = "trackpilot_episode"
+#: Key, in an episode's header metadata, of the sha256 of the file's data section (every
+#: byte after the header): the file vouches for its own content, so a writer can tell a
+#: complete episode that the manifest does not list from a damaged one. Files written
+#: before it existed lack it (the manifest's sha256 of the whole file still covers them).
+CONTENT_SHA_KEY = "data_sha256"
+#: Where a writer moves files of ``episodes/`` that it must not keep there (an unlisted file
+#: that is not a complete, verifiable episode; a listed one that is corrupt): never deleted.
+QUARANTINE_DIRNAME = "quarantine"
+
+# --- Limits on what a dataset file may hold. Readers check them before trusting a file; the
+# writer refuses to write beyond them. Each breach is one line naming the file, the limit and
+# the value. The numbers leave wide room for real recordings: an expert episode is a few
+# thousand frames of 120x160, its manifest record about 1 KB, its header under 10 KB.
+
+#: Largest ``manifest.json``, bytes (checked before reading it).
+MAX_MANIFEST_BYTES = 128 * 1024 * 1024
+#: Most episodes in one dataset.
+MAX_EPISODES = 100_000
+#: Largest safetensors header (length prefix excluded) of an episode file, bytes.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+#: Most tensors in an episode file (the frame schema has 11).
+MAX_TENSORS = 64
+#: Most frames in one episode (13.9 h at 20 Hz).
+MAX_EPISODE_FRAMES = 1_000_000
+#: Deepest nesting of JSON arrays and objects in the manifest and in episode headers (the
+#: format itself needs 5; the rest is room for recorders' ``extra`` metadata).
+MAX_JSON_DEPTH = 16
+#: Longest string (or object key) anywhere in the manifest or an episode's metadata.
+MAX_STRING_CHARS = 4096
+#: Longest ``track_id``, ``track_hash`` or ``source`` of an episode.
+MAX_NAME_CHARS = 256
+# Image sides are bounded by tracks.common.parse_size: 1..MAX_IMAGE_SIDE (1024) pixels.
 
 #: Info fields that must agree between a dataset and a writer appending to it (frames
 #: drawn by another renderer differ in colour and shading: no mixing within one dataset).
@@ -68,6 +111,84 @@ def _json_roundtrip(obj: Any, what: str) -> Any:
 def _reject_constant(name: str) -> Any:
     """``json.loads(parse_constant=...)``: NaN and infinities are not JSON."""
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_limit_problem(obj: Any, base_depth: int = 0) -> str | None:
+    """The first limit parsed JSON ``obj`` breaks, or None.
+
+    Limits: nesting of arrays and objects deeper than :data:`MAX_JSON_DEPTH` (``obj`` itself
+    sits at depth ``base_depth + 1`` when it is a container), strings and object keys longer
+    than :data:`MAX_STRING_CHARS`. The walk stops one level below the limit, so its own
+    recursion is bounded whatever the input.
+    """
+    if type(obj) is str:
+        return _long_string(obj) if len(obj) > MAX_STRING_CHARS else None
+    if type(obj) is dict or type(obj) is list:
+        return _walk_limits(obj, base_depth + 1)
+    return None
+
+
+def _long_string(s: str) -> str:
+    return (
+        f"a string of {len(s)} characters exceeds the limit {MAX_STRING_CHARS} "
+        f"(MAX_STRING_CHARS): {s[:40]!r}..."
+    )
+
+
+def _walk_limits(x: dict | list, depth: int) -> str | None:
+    """:func:`_json_limit_problem` of container ``x`` at ``depth``. The hot loop: ``x`` is
+    parsed (or round-tripped) JSON, so exact type tests suffice and keys are strings."""
+    if depth > MAX_JSON_DEPTH:
+        return f"JSON nesting deeper than the limit {MAX_JSON_DEPTH} (MAX_JSON_DEPTH)"
+    if type(x) is dict:
+        for k, v in x.items():
+            if len(k) > MAX_STRING_CHARS:
+                return _long_string(k)
+            t = type(v)
+            if t is str:
+                if len(v) > MAX_STRING_CHARS:
+                    return _long_string(v)
+            elif t is dict or t is list:
+                problem = _walk_limits(v, depth + 1)
+                if problem:
+                    return problem
+        return None
+    for v in x:
+        t = type(v)
+        if t is str:
+            if len(v) > MAX_STRING_CHARS:
+                return _long_string(v)
+        elif t is dict or t is list:
+            problem = _walk_limits(v, depth + 1)
+            if problem:
+                return problem
+    return None
+
+
+def _loads_limited(text: str | bytes, where: str) -> Any:
+    """Strict JSON (no NaN/inf) within the JSON limits, else :class:`DatasetError`
+    ``"<where>: <problem>"`` in one line."""
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise DatasetError(
+            f"{where}: JSON nesting deeper than the limit {MAX_JSON_DEPTH} (MAX_JSON_DEPTH)"
+        ) from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DatasetError(f"{where}: invalid JSON ({e})") from None
+    problem = _json_limit_problem(obj)
+    if problem:
+        raise DatasetError(f"{where}: {problem}")
+    return obj
+
+
+def _image_size_problem(hw: Any) -> str | None:
+    """Why ``hw`` is not an (H, W) image size within ``parse_size``'s bounds, or None."""
+    try:
+        parse_size(hw, what="image size")
+    except (TypeError, ValueError) as e:
+        return f"{e} (MAX_IMAGE_SIDE)" if "sides must be" in str(e) else str(e)
+    return None
 
 
 def _episode_filename(key: str) -> str:
@@ -128,6 +249,12 @@ class EpisodeMeta:
         for name in ("track_id", "track_hash", "source"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"EpisodeMeta.{name} must be a str, got {getattr(self, name)!r}")
+        for name in ("track_id", "track_hash", "source"):
+            if len(getattr(self, name)) > MAX_NAME_CHARS:
+                raise ValueError(
+                    f"EpisodeMeta.{name} has {len(getattr(self, name))} characters, more "
+                    f"than the limit {MAX_NAME_CHARS} (MAX_NAME_CHARS)"
+                )
         if not self.track_id:
             raise ValueError("EpisodeMeta.track_id must not be empty")
         if not self.source:
@@ -145,8 +272,12 @@ class EpisodeMeta:
             raise ValueError(f"EpisodeMeta.expert must be a dict or None, got {self.expert!r}")
         if not isinstance(self.extra, dict):
             raise ValueError(f"EpisodeMeta.extra must be a dict, got {self.extra!r}")
-        _json_roundtrip(self.expert, "EpisodeMeta.expert")
-        _json_roundtrip(self.extra, "EpisodeMeta.extra")
+        for name in ("expert", "extra"):
+            value = _json_roundtrip(getattr(self, name), f"EpisodeMeta.{name}")
+            # in the manifest, a record's expert/extra object sits at depth 4
+            problem = _json_limit_problem(value, base_depth=3)
+            if problem:
+                raise ValueError(f"EpisodeMeta.{name}: {problem}")
 
     def to_dict(self) -> dict[str, Any]:
         return _json_roundtrip(asdict(self), "EpisodeMeta")

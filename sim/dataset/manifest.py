@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,26 @@ from sim.dataset.format import (
     DIRECTIONS,
     FORMAT_NAME,
     MANIFEST_NAME,
+    MAX_EPISODE_FRAMES,
+    MAX_EPISODES,
+    MAX_MANIFEST_BYTES,
+    MAX_NAME_CHARS,
     SCHEMA_VERSION,
     DatasetError,
     _episode_relpath,
+    _image_size_problem,
+    _info_image_size,
     _is_int,
-    _reject_constant,
+    _loads_limited,
+)
+from sim.dataset.frames import FRAME_FIELDS
+
+#: The fewest bytes a frame can take in an episode file (a 1x1 image and the labels): a
+#: record claiming more frames than its bytes can hold is refused before anything is
+#: allocated for them.
+_MIN_FRAME_BYTES = sum(
+    dt.itemsize * (3 if trailing is None else math.prod(trailing))
+    for dt, trailing in FRAME_FIELDS.values()
 )
 
 
@@ -39,9 +55,22 @@ def _record_problems(rec: Any, i: int) -> list[str]:
         v = rec.get(name)
         if not _is_int(v) or v < 0:
             out.append(f"{where}: {name} is {v!r}, expected an int >= 0")
+    frames, nbytes = rec.get("frames"), rec.get("bytes")
+    if _is_int(frames) and frames > MAX_EPISODE_FRAMES:
+        out.append(
+            f"{where}: {frames} frames exceed the limit {MAX_EPISODE_FRAMES} (MAX_EPISODE_FRAMES)"
+        )
+    elif _is_int(frames) and _is_int(nbytes) and frames * _MIN_FRAME_BYTES > nbytes:
+        out.append(f"{where}: {frames} frames cannot fit in a file of {nbytes} bytes")
     for name in ("track_id", "track_hash", "source"):
-        if not isinstance(rec.get(name), str):
-            out.append(f"{where}: {name} is {rec.get(name)!r}, expected a string")
+        v = rec.get(name)
+        if not isinstance(v, str):
+            out.append(f"{where}: {name} is {v!r}, expected a string")
+        elif len(v) > MAX_NAME_CHARS:
+            out.append(
+                f"{where}: {name} has {len(v)} characters, more than the limit "
+                f"{MAX_NAME_CHARS} (MAX_NAME_CHARS)"
+            )
     if rec.get("direction") not in DIRECTIONS:
         out.append(f"{where}: direction is {rec.get('direction')!r}, expected 'ccw' or 'cw'")
     if rec.get("expert") is not None and not isinstance(rec.get("expert"), dict):
@@ -60,15 +89,25 @@ def _read_manifest(root: Path) -> tuple[dict | None, list[str]]:
     if not root.is_dir():
         return None, [f"{root}: no such dataset directory"]
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_MANIFEST_BYTES:
+                return None, [
+                    f"{path}: file size {size / 2**20:.1f} MiB exceeds the limit "
+                    f"{MAX_MANIFEST_BYTES / 2**20:g} MiB (MAX_MANIFEST_BYTES)"
+                ]
+            data = f.read(MAX_MANIFEST_BYTES + 1)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         return None, [f"{path}: missing (not a trackpilot dataset?)"]
     except (OSError, UnicodeDecodeError) as e:
         return None, [f"{path}: unreadable ({e})"]
+    if len(data) > MAX_MANIFEST_BYTES:  # grew while being read
+        return None, [f"{path}: larger than the limit (MAX_MANIFEST_BYTES)"]
     try:
-        m = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as e:
-        return None, [f"{path}: invalid JSON ({e})"]
+        m = _loads_limited(text, str(path))
+    except DatasetError as e:
+        return None, [str(e)]
     if not isinstance(m, dict):
         return None, [f"{path}: top level is {type(m).__name__}, expected an object"]
     if m.get("format") != FORMAT_NAME:
@@ -81,9 +120,16 @@ def _read_manifest(root: Path) -> tuple[dict | None, list[str]]:
     problems: list[str] = []
     if not isinstance(m.get("info"), dict):
         return None, [f"{path}: 'info' is missing or not an object"]
+    size = _info_image_size(m["info"])
+    if size is not None and _image_size_problem(size):
+        return None, [f"{path}: info {_image_size_problem(size)}"]
     episodes = m.get("episodes")
     if not isinstance(episodes, list):
         return None, [f"{path}: 'episodes' is missing or not a list"]
+    if len(episodes) > MAX_EPISODES:
+        return None, [
+            f"{path}: {len(episodes)} episodes exceed the limit {MAX_EPISODES} (MAX_EPISODES)"
+        ]
     good: list[dict] = []
     seen: set[str] = set()
     for i, rec in enumerate(episodes):

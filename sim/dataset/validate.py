@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -13,20 +12,20 @@ from tqdm import tqdm
 
 from sim.dataset.episode_file import (
     _bytes_mismatch,
+    _episode_meta,
     _read_header_bytes,
     _sha256_mismatch,
     _tensor_problems,
 )
 from sim.dataset.format import (
-    EPISODE_METADATA_KEY,
     EPISODES_DIRNAME,
-    MANIFEST_NAME,
+    QUARANTINE_DIRNAME,
     DatasetError,
     _info_image_hw,
-    _info_image_size,
 )
 from sim.dataset.frames import LABEL_FIELDS
 from sim.dataset.manifest import _read_manifest
+from sim.dataset.writer import _inspect_unlisted
 from tracks.fileio import is_temp_file, sha256_bytes
 
 __all__ = ["validate_dataset"]
@@ -53,17 +52,16 @@ def validate_dataset(
 ) -> list[str]:
     """Every problem with the dataset at ``root``, one line each, naming the file.
 
-    Lines starting with ``"warning:"`` (see :func:`is_warning`) are leftovers of an interrupted
-    recorder (temp and orphan files): harmless, and removed by the next :class:`DatasetWriter`.
+    Lines starting with ``"warning:"`` (see :func:`is_warning`) are files that are not part of
+    the dataset, which the next :class:`DatasetWriter` tidies up: temp files of interrupted
+    writes (removed), unlisted episode files (listed again when complete and intact, else
+    moved to ``quarantine/``).
     """
     root = Path(root)
     manifest, problems = _read_manifest(root)
     if manifest is None:
         return problems
     image_hw = _info_image_hw(manifest["info"])
-    size = _info_image_size(manifest["info"])
-    if size is not None and image_hw is None:
-        problems.append(f"{root / MANIFEST_NAME}: info image_size {size!r} is not [height, width]")
     records = manifest["episodes"]
     if progress:
         records = tqdm(records, desc="validate", unit="ep")
@@ -98,15 +96,14 @@ def validate_dataset(
             image_hw = hdr.image_hw  # first episode sets it
         problems.extend(f"{path}: {p}" for p in _content_problems(arrays))
         try:
-            emeta = json.loads(hdr.metadata.get(EPISODE_METADATA_KEY, "null"))
-        except ValueError:
-            emeta = None
-        if not isinstance(emeta, dict):
-            problems.append(f"{path}: no valid {EPISODE_METADATA_KEY!r} metadata in the header")
-        elif emeta.get("key") != rec["key"]:
-            problems.append(
-                f"{path}: header says key {emeta.get('key')!r}, manifest says {rec['key']!r}"
-            )
+            emeta = _episode_meta(hdr, path)
+        except DatasetError as e:
+            problems.append(str(e))
+        else:
+            if emeta.get("key") != rec["key"]:
+                problems.append(
+                    f"{path}: header says key {emeta.get('key')!r}, manifest says {rec['key']!r}"
+                )
         del data, arrays
     listed = {Path(rec["file"]).name for rec in manifest["episodes"]}
     for directory in (root, root / EPISODES_DIRNAME):
@@ -116,5 +113,18 @@ def validate_dataset(
             if is_temp_file(p):
                 problems.append(f"warning: {p}: temp file of an interrupted write")
             elif directory != root and p.name not in listed:
-                problems.append(f"warning: {p}: not listed in the manifest (orphan)")
+                problems.append(
+                    f"warning: {p}: not listed in the manifest{_orphan_fate(p, image_hw)}"
+                )
     return problems
+
+
+def _orphan_fate(path: Path, image_hw: tuple[int, int] | None) -> str:
+    """What the next writer does with the unlisted file ``path`` (a clause for a warning)."""
+    if not (path.name.startswith("ep-") and path.name.endswith(".safetensors")):
+        return ""
+    key = path.name[len("ep-") : -len(".safetensors")]
+    found = _inspect_unlisted(path, key, image_hw)
+    if isinstance(found, dict):
+        return "; it is a complete, intact episode: the next writer lists it again"
+    return f"; not an intact episode ({found}): the next writer moves it to {QUARANTINE_DIRNAME}/"
