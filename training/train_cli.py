@@ -22,7 +22,7 @@ from training.errors import RunError
 __all__ = ["RESUME_FIELDS", "build_parser", "config_from_args"]
 
 #: Fields that may change when resuming (they do not affect the weights).
-RESUME_FIELDS = {"epochs", "device", "threads", "progress", "tensorboard", "data"}
+RESUME_FIELDS = {"epochs", "device", "threads", "progress", "tensorboard", "data", "verify"}
 _FIELDS = frozenset(f.name for f in fields(TrainConfig))
 
 
