@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from tracks.cli import run_main
 from tracks.track import Track
 
 logger = logging.getLogger(__name__)
@@ -132,4 +133,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))
