@@ -59,6 +59,26 @@ def _flush() -> None:
             stream.flush()
 
 
+def _close_progress_bars() -> None:
+    # A tqdm bar left open by the interrupt would have the line glued to its end.
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
+
+
+def _forget_unhandled_interrupt() -> None:
+    # CPython 3.10/3.11 flag a KeyboardInterrupt that passes through exec() of a string
+    # (dataclasses and namedtuple build their methods that way) as unhandled, even when
+    # it is then caught, and end the process with SIGINT (status -2, not 130) at exit.
+    if sys.version_info >= (3, 12):  # pragma: no cover - no such global there
+        return
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value = 0
+
+
 def _exit_now(code: int) -> None:
     _flush()
     os._exit(code)
@@ -99,6 +119,8 @@ def run_main(
         _on_the_way_out(code, exit_grace_s)
         detail = str(exc) or note
         word = "terminated" if terminated else "interrupted"
+        _forget_unhandled_interrupt()
+        _close_progress_bars()
         _flush()
         print(f"{word}: {detail}" if detail else word, file=sys.stderr, flush=True)
         return code
