@@ -259,7 +259,10 @@ class _Pool:
                 w = idle.pop()
                 i, job = todo.popleft()
                 busy[w] = i
-                self.conns[w].send((i, job))
+                try:
+                    self.conns[w].send((i, job))
+                except (BrokenPipeError, ConnectionResetError):
+                    raise self._died(w, i) from None
             if not todo:  # let the idle ones go now
                 for w in idle:
                     with contextlib.suppress(OSError):
@@ -276,19 +279,11 @@ class _Pool:
                     continue
                 conn = self.conns[w]
                 if obj is not conn and not conn.poll():
-                    self.procs[w].join(1.0)
-                    raise BrokenPool(
-                        f"worker process {self.procs[w].pid} died while running job "
-                        f"{busy[w]} ({_exit_text(self.procs[w].exitcode)})"
-                    )
+                    raise self._died(w, busy[w])
                 try:
                     i, ok, payload = conn.recv()
-                except EOFError:
-                    self.procs[w].join(1.0)
-                    raise BrokenPool(
-                        f"worker process {self.procs[w].pid} died while running job "
-                        f"{busy[w]} ({_exit_text(self.procs[w].exitcode)})"
-                    ) from None
+                except (EOFError, ConnectionResetError):
+                    raise self._died(w, busy[w]) from None
                 del busy[w]
                 if not ok:
                     exc, tb = payload
@@ -297,6 +292,13 @@ class _Pool:
                 idle.append(w)
                 dispatch()
                 yield i, payload
+
+    def _died(self, w: int, job: int) -> BrokenPool:
+        p = self.procs[w]
+        p.join(1.0)
+        return BrokenPool(
+            f"worker process {p.pid} died while running job {job} ({_exit_text(p.exitcode)})"
+        )
 
     def close(self, graceful: bool) -> None:
         if graceful:
