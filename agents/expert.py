@@ -26,6 +26,7 @@ from agents.loop import ClosedLoop
 from sim.car import CarParams
 from sim.env import TrackEnv
 from tracks import Track, builtin_names
+from tracks.cli import run_main
 
 
 @dataclass(frozen=True)
@@ -202,4 +203,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

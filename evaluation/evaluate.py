@@ -59,6 +59,7 @@ from evaluation.runner import (
 from sim.env import TrackEnv
 from sim.io_utils import atomic_write_json, file_lock
 from tracks import HELDOUT_TRACKS, load_track
+from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import DIRECTIONS
 
@@ -499,4 +500,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main, note="nothing written: rows are appended once all runs end"))

@@ -70,6 +70,7 @@ from evaluation.zoo import (
     train_zoo,
 )
 from sim.dataset import open_dataset
+from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import DIRECTIONS
 
@@ -421,4 +422,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main, note="finished steps kept in --out, reused by the next run"))

@@ -25,7 +25,9 @@ import gymnasium as gym
 import numpy as np
 
 import sim  # noqa: F401  (registers the env)
-from sim.vector import make_vector_env, pin_worker, worker_cpus
+from sim.pool import prepare_worker, spawning
+from sim.vector import close_vector_env, make_vector_env, pin_worker, worker_cpus
+from tracks.cli import run_main
 
 
 def _p_control(lateral, heading_error):
@@ -84,22 +86,27 @@ def bench_vector(
     else:
         cpus = worker_cpus(n_envs) if pin else [None] * n_envs
         h, w = env_kwargs.get("image_size", (120, 160))
-        venv = gym.vector.AsyncVectorEnv(
-            [functools.partial(_SpinEnv, spin_step_s, (h, w, 3), c, os.getpid()) for c in cpus]
-        )
-    _, info = venv.reset(seed=0)
-    state = {"info": info}
+        with spawning():
+            venv = gym.vector.AsyncVectorEnv(
+                [functools.partial(_SpinEnv, spin_step_s, (h, w, 3), c, os.getpid()) for c in cpus]
+            )
+    try:
+        _, info = venv.reset(seed=0)
+        state = {"info": info}
 
-    def run(n: int) -> None:
-        info = state["info"]
-        for _ in range(n):
-            a = _p_control(info["lateral"], info["heading_error"]).astype(np.float32)[:, None]
-            _, _, _, _, info = venv.step(a)
-        state["info"] = info
+        def run(n: int) -> None:
+            info = state["info"]
+            for _ in range(n):
+                a = _p_control(info["lateral"], info["heading_error"]).astype(np.float32)[:, None]
+                _, _, _, _, info = venv.step(a)
+            state["info"] = info
 
-    run(warmup)
-    rate = _time_blocks(lambda: run(steps), steps, repeats) * n_envs
-    venv.close()
+        run(warmup)
+        rate = _time_blocks(lambda: run(steps), steps, repeats) * n_envs
+    except BaseException:
+        close_vector_env(venv, interrupted=True)
+        raise
+    close_vector_env(venv)
     return rate
 
 
@@ -108,6 +115,8 @@ class _SpinEnv(gym.Env):
     image env, a two-key info. Measures what the vector env costs by itself."""
 
     def __init__(self, step_s: float, shape: tuple, cpu: int | None, parent_pid: int) -> None:
+        if os.getpid() != parent_pid:
+            prepare_worker(parent_pid)
         pin_worker(cpu, parent_pid)
         self.step_s = step_s
         self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
@@ -140,7 +149,9 @@ def bench_independent(env_kwargs: dict, n_procs: int, steps: int, repeats: int) 
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         barrier = manager.Barrier(n_procs)
-        with ctx.Pool(n_procs) as pool:
+        with spawning():
+            pool = ctx.Pool(n_procs, initializer=prepare_worker, initargs=(os.getpid(),))
+        with pool:
             rates = pool.map(_independent_worker, [(env_kwargs, steps, repeats, barrier)] * n_procs)
     return float(sum(rates))
 
@@ -269,4 +280,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -78,6 +78,7 @@ from sim.drive_script import SCRIPT_ACTIONS, ScriptEvent, ScriptPlayer, parse_sc
 from sim.drive_session import OFF_TRACK_BANNER_FRAMES, Copilot, DriveConfig, DriveSession
 from sim.record import RecordConfig, dataset_info_cached
 from tracks import load_track
+from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
 
 # What sim.drive offers: its own CLI and run(), and (re-exported) the modules' names.
@@ -261,4 +262,4 @@ def main(
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main, note="what was recorded is written to --out"))

@@ -47,6 +47,7 @@ from sim.env import ENV_ID, ENV_VERSION, TrackEnv
 from sim.pool import imap_unordered
 from sim.world import CameraSpec
 from tracks import load_track
+from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import DIRECTIONS, parse_size
 from tracks.outputs import check_output_dir, os_error_line
@@ -333,4 +334,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main, note="finished episodes kept; rerun to record the rest"))

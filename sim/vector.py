@@ -20,6 +20,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from sim.pool import prepare_worker, spawning, stop_processes
+
 
 def worker_cpus(n: int) -> list[int | None]:
     """CPU for worker ``i`` (round robin over the CPUs this process may use),
@@ -85,6 +87,8 @@ class _Thunk:
     def __call__(self) -> gym.Env:
         import sim
 
+        if os.getpid() != self.parent_pid:  # a worker: ignores Ctrl-C, dies with the parent
+            prepare_worker(self.parent_pid)
         pin_worker(self.cpu, self.parent_pid)
         env = gym.make(sim.ENV_ID, **self.env_kwargs)
         return env if self.info_keys is None else InfoKeys(env, self.info_keys)
@@ -103,6 +107,21 @@ def make_vector_env(
     ``info_keys`` the infos carry only those keys (cheaper to batch).
     ``vector_kwargs`` go to ``AsyncVectorEnv`` (e.g. ``copy=False``)."""
     cpus = worker_cpus(n) if pin else [None] * n
-    return gym.vector.AsyncVectorEnv(
-        [env_thunk(c, info_keys, **env_kwargs) for c in cpus], **(vector_kwargs or {})
-    )
+    with spawning():  # workers born deaf to Ctrl-C until their factory prepares them
+        return gym.vector.AsyncVectorEnv(
+            [env_thunk(c, info_keys, **env_kwargs) for c in cpus], **(vector_kwargs or {})
+        )
+
+
+def close_vector_env(venv: gym.vector.AsyncVectorEnv, *, interrupted: bool = False) -> None:
+    """Close ``venv``. ``interrupted`` (Ctrl-C, perhaps mid-step): stop the workers at once,
+    every wait bounded, and never read the pipes (``close(terminate=True)`` would wait
+    for the step in flight, from workers it has just killed)."""
+    if not interrupted:
+        venv.close()
+        return
+    stop_processes(venv.processes)
+    for pipe in venv.parent_pipes:
+        if pipe is not None:
+            pipe.close()
+    venv.closed = True

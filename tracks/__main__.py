@@ -6,6 +6,7 @@ import argparse
 
 import numpy as np
 
+from tracks.cli import run_main
 from tracks.library import HELDOUT_TRACKS, builtin_names, get_track
 
 
@@ -31,4 +32,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from tracks.cli import run_main
 from tracks.fileio import atomic_write_bytes
 from tracks.outputs import check_output_file, os_error_line
 from tracks.track import Track
@@ -142,4 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -30,6 +30,7 @@ import torch
 from agents.classical import EdgePilot
 from agents.cnn import CNNPilot
 from agents.models import ARCHITECTURES, build_model, preprocess, steering_to_class
+from tracks.cli import run_main
 from tracks.common import parse_size
 from training.augment import AugmentParams, augment_batch
 from training.cli import fail
@@ -232,4 +233,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

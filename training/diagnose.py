@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tracks.cli import run_main
 from training.cli import fail
 
 __all__ = ["DEFAULT_TOLERANCE", "diagnose", "estimate_base_error", "format_diagnosis", "main"]
@@ -197,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

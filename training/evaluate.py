@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from agents.cnn import load_model
 from agents.models import SteeringNet, decode_steering, preprocess, steering_to_class
 from sim.dataset import open_dataset
+from tracks.cli import run_main
 from training.augment import flip_consistency
 from training.cli import fail
 from training.data import SPLITS, FrameSet, load_frames
@@ -255,4 +256,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -29,6 +29,10 @@ safetensors + JSON; no stable-baselines3 ``.zip`` is written or read. SAC's repl
 buffer is not kept (it would be gigabytes for images): a resumed SAC run refills it
 with the current policy before learning again (``learning_starts`` steps).
 
+Ctrl-C or SIGTERM during training writes ``last.*`` and ``train_state.*`` (the step
+reached), stops the env workers and exits 130 (143) with one line saying so; ``--resume``
+continues from there.
+
 The pieces: :mod:`training.rl_env` (envs), :mod:`training.rl_model` (SB3 model, safe
 export), :mod:`training.rl_state` (``--resume`` state), :mod:`training.rl_train` (the
 loop), :mod:`training.rl_eval` (closed-loop evaluation); this module is the command line
@@ -86,6 +90,7 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 from sim.io_utils import atomic_write_json
+from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
 from tracks.outputs import check_output_dir, check_output_file, os_error_line
 from training.cli import add_alias, fail, setup_logging
@@ -197,9 +202,7 @@ def _main_train(argv: list[str]) -> int:
         return fail(os_error_line(e, getattr(ns, "out", None)))
     except ValueError as e:
         return fail(e)
-    except KeyboardInterrupt:
-        print("interrupted; continue with --resume", file=sys.stderr)
-        return 130
+    # Ctrl-C and SIGTERM go up to tracks.cli.run_main: one line saying what was saved.
     print(json.dumps(summary, indent=2))
     print(f"wrote {summary['out']} (best.json/.safetensors, last.*, tb/, evaluations.jsonl)")
     return 0
@@ -259,4 +262,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

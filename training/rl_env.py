@@ -1,15 +1,25 @@
 """The RL training environments: ``trackpilot/TrackDrive-v0`` with an episode sampler, in
 a (subprocess) vector env under ``VecMonitor``, optionally ``VecNormalize`` and
-``VecFrameStack``."""
+``VecFrameStack``.
+
+The ``SubprocVecEnv`` workers are spawned (never forked, and not from a fork server, so
+that this process is their parent) and prepared like the pool's (:func:`sim.pool.
+prepare_worker`): they ignore SIGINT and die with this process. :func:`close_vec_env`
+closes a vector env with every wait bounded (``SubprocVecEnv.close`` waits for ever on a
+worker that does not answer)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
 
 import sim
+from sim.pool import prepare_worker, spawning, stop_processes
 from tracks import load_track
 from training.rl_config import RLConfig
 
@@ -17,6 +27,7 @@ __all__ = [
     "EpisodeSampler",
     "build_vec_env",
     "check_tracks",
+    "close_vec_env",
     "env_kwargs",
     "make_env",
     "reward_weights",
@@ -105,7 +116,11 @@ def build_vec_env(cfg: RLConfig, n_envs: int | None = None):
 
     n = n_envs or cfg.n_envs
     fns = [make_env(cfg) for _ in range(n)]
-    venv = SubprocVecEnv(fns) if n > 1 else DummyVecEnv(fns)
+    if n > 1:
+        with spawning():
+            venv = SubprocVecEnv([_WorkerEnv(fn) for fn in fns], start_method="spawn")
+    else:
+        venv = DummyVecEnv(fns)
     venv = VecMonitor(venv)
     norm = None
     hp = cfg.hyperparams
@@ -122,6 +137,61 @@ def build_vec_env(cfg: RLConfig, n_envs: int | None = None):
     if cfg.resolved_frame_stack > 1:
         venv = VecFrameStack(venv, cfg.resolved_frame_stack)
     return venv, norm
+
+
+class _WorkerEnv:
+    """An env factory for a ``SubprocVecEnv`` worker: first :func:`prepare_worker`."""
+
+    def __init__(self, make: Callable[[], gym.Env]) -> None:
+        self.make = make
+        self.parent_pid = os.getpid()
+
+    def __call__(self) -> gym.Env:
+        if os.getpid() != self.parent_pid:
+            prepare_worker(self.parent_pid)
+        return self.make()
+
+
+def _subproc(venv: Any) -> Any:
+    """The ``SubprocVecEnv`` under ``venv``'s wrappers, or None."""
+    # Instance attributes only: a wrapper's getattr forwards to the env it wraps.
+    while venv is not None and "processes" not in vars(venv):
+        venv = vars(venv).get("venv")
+    return venv
+
+
+def close_vec_env(venv: Any, *, graceful: bool = True, timeout_s: float = 10.0) -> None:
+    """Close ``venv`` (and its wrappers) without waiting for ever on a worker.
+
+    ``graceful``: collect a step in flight and ask the workers to close their envs,
+    within ``timeout_s``; either way the workers still alive then are stopped (SIGTERM,
+    then SIGKILL). Not graceful (after Ctrl-C: a pipe may hold half a message): the
+    workers are stopped at once.
+    """
+    sub = _subproc(venv)
+    if sub is not None and not sub.closed:
+        if graceful:
+            deadline = time.monotonic() + timeout_s
+            try:
+                if sub.waiting:
+                    for remote in sub.remotes:
+                        if not remote.poll(max(0.0, deadline - time.monotonic())):
+                            raise TimeoutError
+                        remote.recv()
+                    sub.waiting = False
+                for remote in sub.remotes:
+                    remote.send(("close", None))
+                for p in sub.processes:
+                    p.join(max(0.0, deadline - time.monotonic()))
+            except (OSError, EOFError, TimeoutError):
+                pass
+        stop_processes(sub.processes)
+        for remote in sub.remotes:
+            with contextlib.suppress(OSError):
+                remote.close()
+        sub.closed = True
+        sub.waiting = False
+    venv.close()  # the wrappers' own close; the closed SubprocVecEnv returns at once
 
 
 def check_tracks(names: Sequence[str]) -> None:

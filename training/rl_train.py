@@ -15,7 +15,7 @@ from tqdm import tqdm
 from agents.sb3_pilot import SB3Pilot
 from sim.io_utils import atomic_write_json
 from training.rl_config import RLConfig
-from training.rl_env import build_vec_env, check_tracks, reward_weights
+from training.rl_env import build_vec_env, check_tracks, close_vec_env, reward_weights
 from training.rl_eval import _summary, evaluate_pilot
 from training.rl_model import build_model, export_policy, policy_record
 from training.rl_state import load_train_state, read_train_state, save_train_state
@@ -156,50 +156,75 @@ def train(cfg: RLConfig, *, resume: bool = False) -> dict[str, Any]:
 
     torch.set_num_threads(cfg.resolved_torch_threads)
     done = int(prior["num_timesteps"]) if prior else 0
-    venv, norm = build_vec_env(cfg)
+    try:
+        venv, norm = build_vec_env(cfg)
+    except KeyboardInterrupt as exc:
+        raise type(exc)(_unchanged(out, resume)) from None
+    try:
+        summary = _learn(cfg, venv, norm, progress, out, resume, done)
+    except BaseException:
+        # Ctrl-C may have cut a message in half: stop the workers, do not talk to them.
+        close_vec_env(venv, graceful=False)
+        raise
+    close_vec_env(venv)
+    return summary
+
+
+def _unchanged(out: Path, resume: bool) -> str:
+    if resume:
+        return f"before training resumed; the saved state in {out} is unchanged"
+    return f"before training started; nothing saved in {out}"
+
+
+def _learn(
+    cfg: RLConfig, venv, norm, progress: dict[str, Any], out: Path, resume: bool, done: int
+) -> dict[str, Any]:
     try:
         # A resumed run reseeds with the step count so it does not replay its first episodes.
         model = build_model(cfg, venv, seed=cfg.seed + done)
         if resume:
             load_train_state(model, norm, out)
             logger.info("resuming %s at step %d", out, model.num_timesteps)
-        remaining = cfg.timesteps - model.num_timesteps
-        start = time.perf_counter()
-        if remaining > 0:
-            callback = _callback(cfg, norm, progress, start)
-            try:
-                model.learn(
-                    remaining,
-                    callback=callback,
-                    reset_num_timesteps=not resume,
-                    tb_log_name=cfg.algo,
-                )
-            except KeyboardInterrupt:
-                logger.warning("interrupted: saving last and the training state for --resume")
-                export_policy(cfg, model, norm, out, "last")
-                save_train_state(
-                    model,
-                    norm,
-                    out,
-                    {**progress, "elapsed_s": progress["elapsed_s"] + time.perf_counter() - start},
-                )
-                raise
-        else:
-            logger.info("%s already has %d >= %d steps", out, model.num_timesteps, cfg.timesteps)
-        wall = time.perf_counter() - start
-        learn_s = wall - progress.get("eval_s", 0.0)
-        return {
-            "out": str(out),
-            "timesteps": int(model.num_timesteps),
-            "wall_s": round(wall, 1),
-            "eval_s": round(progress.get("eval_s", 0.0), 1),
-            # Training throughput: env steps per second of wall time outside evaluations.
-            "steps_per_s": round((model.num_timesteps - done) / learn_s, 1)
-            if learn_s > 0
-            else None,
-            "best_score": progress.get("best_score"),
-            "best_timesteps": progress.get("best_timesteps"),
-            "first_solved": progress.get("first_solved"),
-        }
-    finally:
-        venv.close()
+    except KeyboardInterrupt as exc:
+        raise type(exc)(_unchanged(out, resume)) from None
+    remaining = cfg.timesteps - model.num_timesteps
+    start = time.perf_counter()
+    if remaining > 0:
+        callback = _callback(cfg, norm, progress, start)
+        try:
+            model.learn(
+                remaining,
+                callback=callback,
+                reset_num_timesteps=not resume,
+                tb_log_name=cfg.algo,
+            )
+        except KeyboardInterrupt as exc:
+            # Ctrl-C or SIGTERM (tracks.cli): keep what was learned, resumable.
+            if callback.bar is not None:
+                callback.bar.close()
+            export_policy(cfg, model, norm, out, "last")
+            save_train_state(
+                model,
+                norm,
+                out,
+                {**progress, "elapsed_s": progress["elapsed_s"] + time.perf_counter() - start},
+            )
+            raise type(exc)(
+                f"saved last.json/.safetensors and the training state at step "
+                f"{int(model.num_timesteps)} in {out}; continue with --resume --out {out}"
+            ) from None
+    else:
+        logger.info("%s already has %d >= %d steps", out, model.num_timesteps, cfg.timesteps)
+    wall = time.perf_counter() - start
+    learn_s = wall - progress.get("eval_s", 0.0)
+    return {
+        "out": str(out),
+        "timesteps": int(model.num_timesteps),
+        "wall_s": round(wall, 1),
+        "eval_s": round(progress.get("eval_s", 0.0), 1),
+        # Training throughput: env steps per second of wall time outside evaluations.
+        "steps_per_s": round((model.num_timesteps - done) / learn_s, 1) if learn_s > 0 else None,
+        "best_score": progress.get("best_score"),
+        "best_timesteps": progress.get("best_timesteps"),
+        "first_solved": progress.get("first_solved"),
+    }

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.io_utils import atomic_write_bytes, atomic_write_json, atomic_write_text
+from tracks.cli import run_main
 from tracks.cliargs import add_config_args
 from training.cli import Parser, fail, setup_logging
 from training.config import TrainConfig
@@ -328,4 +329,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main, note="finished trials kept in the study; rerun to continue"))

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tracks.cli import run_main
 from tracks.outputs import check_output_dir, os_error_line
 from training.checkpoints import finish_best_record, load_resume_point, save_epoch
 from training.cli import Parser as _Parser
@@ -234,4 +235,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main, note="checkpoints of finished epochs kept; --resume continues"))
