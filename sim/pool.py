@@ -42,7 +42,6 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 __all__ = [
@@ -50,7 +49,6 @@ __all__ = [
     "RemoteTraceback",
     "imap_unordered",
     "prepare_worker",
-    "spawn_pool",
     "spawning",
     "stop_processes",
 ]
@@ -354,27 +352,3 @@ def imap_unordered(
     finally:
         # On error, Ctrl-C, SIGTERM or an abandoned generator: stop the workers now.
         pool.close(graceful=ok)
-
-
-class _PreparedInit:
-    """A ``ProcessPoolExecutor`` initializer: :func:`prepare_worker`, then the caller's."""
-
-    def __init__(self, initializer: Callable[[], None] | None) -> None:
-        self.parent_pid = os.getpid()
-        self.initializer = initializer
-
-    def __call__(self) -> None:
-        prepare_worker(self.parent_pid)
-        if self.initializer is not None:
-            self.initializer()
-
-
-def spawn_pool(workers: int, initializer: Callable[[], None] | None = None) -> ProcessPoolExecutor:
-    """A ``ProcessPoolExecutor`` of ``workers`` spawn-context processes, each prepared
-    with :func:`prepare_worker` (for code that needs futures; :func:`imap_unordered`
-    does not use it). Shut it down with ``cancel_futures=True`` on error."""
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    return ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=_PreparedInit(initializer)
-    )
