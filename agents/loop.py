@@ -23,6 +23,10 @@ how busy the machine is:
 - Before the first command arrives the car is given zero steering at cruise speed.
 - With ``L = 0`` every period's command acts from the period's start: exactly
   ``env.step(command)``.
+- ``L`` is one constant, or drawn afresh for every inference from a distribution's
+  samples (``latency_samples``: a measured or on-car profile, a car computer's
+  estimate), seeded by the run's seed so that a run is still reproducible. A slow
+  outlier holds the previous command for its whole length, as on the car.
 
 When the car leaves the road (or flips), ``on_leave_road`` decides:
 
@@ -118,10 +122,19 @@ class InferenceSchedule:
     ``TrackEnv.step_with_switch``.
     """
 
-    def __init__(self, latency_substeps: int, substeps: int, initial_action: np.ndarray) -> None:
+    def __init__(
+        self,
+        latency_substeps: int,
+        substeps: int,
+        initial_action: np.ndarray,
+        draw: Callable[[], int] | None = None,
+    ) -> None:
         if latency_substeps < 0 or substeps < 1:
             raise ValueError("latency_substeps must be >= 0 and substeps >= 1")
         self.latency_substeps = latency_substeps
+        # Per-inference latency in substeps; None: always latency_substeps.
+        self.draw = draw
+        self.charged: list[int] = []  # the latency (substeps) each inference was charged
         self.substeps = substeps
         self.initial_action = np.asarray(initial_action, dtype=np.float32).copy()
         self.applied = self.initial_action.copy()  # command acting now
@@ -148,7 +161,11 @@ class InferenceSchedule:
                 "an inference is already running past this period: no overlapping inference"
             )
         start = max(k * self.substeps, self._busy_until)
-        at = start + self.latency_substeps
+        lat = self.latency_substeps if self.draw is None else int(self.draw())
+        if lat < 0:
+            raise ValueError(f"a drawn latency must be >= 0 substeps, got {lat}")
+        self.charged.append(lat)
+        at = start + lat
         self._queue.append((at, np.asarray(action, dtype=np.float32)))
         self._busy_until = at
         self._last_frame = k
@@ -242,8 +259,8 @@ class RunResult(Outcome):
     speed: float  # m/s cruise speed
     laps_target: int
     seed: int
-    latency_mode: str  # how the latency was chosen: "measured", "fixed" or "zero"
-    latency_ms: float  # the latency charged
+    latency_mode: str  # how it was chosen: "measured", "fixed", "zero", "profile", "estimated"
+    latency_ms: float  # the latency charged (the median of a distribution)
     latency_substeps: int  # ... in physics substeps (what was actually applied)
     obs_mode: str
     image_size: list[int]  # camera [H, W]
@@ -270,6 +287,9 @@ class RunResult(Outcome):
     stalled: bool  # stopped for lack of progress (stall_s)
     max_time_s: float
     wall_s: float = 0.0  # real time the run took (informative only)
+    latency_distribution: bool = False  # each inference drew its latency from samples
+    latency_charged_mean_ms: float | None = None  # over this run's inferences
+    latency_charged_max_ms: float | None = None
     trajectory: list[list[float]] = field(default_factory=list)  # [x, y], ~10 Hz
     interventions_at: list[list[float]] = field(default_factory=list)  # [x, y, t]
     pilot_meta: dict[str, Any] = field(default_factory=dict)
@@ -277,6 +297,24 @@ class RunResult(Outcome):
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: Salt of the latency draws' random stream (any fixed number; part of reproducibility).
+_LATENCY_STREAM = 0x1A7E
+#: At most this many latency samples are kept (a profile's are bounded when read too).
+MAX_LATENCY_SAMPLES = 1_000_000
+
+
+def _latency_samples(samples: Any, physics_hz: int) -> np.ndarray | None:
+    """Latency samples (s) as whole substeps (rounded up, as a constant latency is)."""
+    if samples is None:
+        return None
+    s = np.asarray(samples, dtype=np.float64).reshape(-1)
+    if s.size == 0 or s.size > MAX_LATENCY_SAMPLES:
+        raise ValueError(f"latency_samples must hold 1..{MAX_LATENCY_SAMPLES} values, got {s.size}")
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError("latency_samples must be finite and >= 0 s")
+    return np.maximum(0, np.ceil(s * physics_hz - 1e-6)).astype(np.int64)
 
 
 def _env_action(action: Any, throttle: bool) -> np.ndarray:
@@ -307,6 +345,7 @@ class ClosedLoop:
         *,
         latency_s: float = 0.0,
         latency_mode: str | None = None,
+        latency_samples: Sequence[float] | np.ndarray | None = None,
         throttle: bool | None = None,
         speed: float | None = None,
         on_leave_road: str = "recentre",
@@ -323,6 +362,7 @@ class ClosedLoop:
         self.latency_s = float(latency_s)
         self.latency_substeps = latency_substeps(self.latency_s, env.physics_hz)
         self.latency_mode = latency_mode or ("zero" if self.latency_s == 0 else "fixed")
+        self.latency_samples = _latency_samples(latency_samples, env.physics_hz)
         self.on_leave_road = on_leave_road
         self.speed = speed
         self.perturb = perturb
@@ -346,8 +386,14 @@ class ClosedLoop:
         cruise = self.speed if self.speed is not None else env.fixed_speed
         self.cruise_speed = float(cruise or 0.0)
         initial = np.array([0.0, self.cruise_speed / env.car_params.max_speed], dtype=np.float32)
+        draw = None
+        if self.latency_samples is not None:
+            # Its own stream, seeded by the run's seed: the env's randomness is untouched.
+            rng = np.random.default_rng([0 if seed is None else int(seed), _LATENCY_STREAM])
+            table = self.latency_samples
+            draw = lambda: int(table[rng.integers(len(table))])  # noqa: E731
         self.schedule = InferenceSchedule(
-            self.latency_substeps, env.substeps, _env_action(initial, self.throttle)
+            self.latency_substeps, env.substeps, _env_action(initial, self.throttle), draw
         )
         self.k = 0
         self.inferences = self.off_track = self.flips = 0
@@ -469,6 +515,7 @@ class ClosedLoop:
         laps_done = int(info["lap"])
         lap_times = [float(t) for t in info["lap_times"]]
         abs_cte, speeds, steers = self._abs_cte, self._speeds, self._steers
+        charged_ms = np.asarray(self.schedule.charged, dtype=float) * 1000.0 / env.physics_hz
         return RunResult(
             pilot=str(meta.get("name", getattr(self.pilot, "name", type(self.pilot).__name__))),
             pilot_kind=str(meta.get("kind", "unknown")),
@@ -505,6 +552,9 @@ class ClosedLoop:
             stalled=bool(stalled),
             max_time_s=float(max_time_s),
             wall_s=wall_s,
+            latency_distribution=self.latency_samples is not None,
+            latency_charged_mean_ms=float(charged_ms.mean()) if charged_ms.size else None,
+            latency_charged_max_ms=float(charged_ms.max()) if charged_ms.size else None,
             trajectory=self.trajectory,
             interventions_at=self.interventions_at,
             pilot_meta=meta,

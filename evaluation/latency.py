@@ -1,15 +1,24 @@
 """Latency settings and profiling: how long a pilot takes to turn a frame into a command.
 
 The closed-loop runner (:mod:`evaluation.runner`) charges this latency in simulated
-time. It comes from one of three modes:
+time. It comes from one of these modes:
 
-- ``measured``: the median batch-1 inference time of this pilot on this machine,
-  preprocessing included (:func:`measure_latency`: warm-up calls, then median and p95
-  over many timed calls of ``pilot.act``);
+- ``measured``: the batch-1 inference time of this pilot on this machine,
+  preprocessing included (:func:`measure_latency`: warm-up calls, then many timed
+  calls of ``pilot.act``). The samples are kept: each inference in closed loop draws
+  its latency from them, so this machine's jitter is charged too; tables show the
+  median;
+- ``profile``: samples recorded on the car by ``python -m evaluation.profile``
+  (``--latency profile.json``, or a directory of profiles: each pilot takes the one
+  recorded for its model's sha256), replayed the same way;
+- ``estimated``: a reference car computer's estimate from the pilot's counted FLOPs
+  (``--car NAME``, :mod:`evaluation.cars`); a matching profile always wins over it;
 - ``fixed``: a given value (``"70ms"``, ``"0.07s"``, or a bare number of milliseconds);
 - ``zero``: an instantaneous pilot (the command applies at the frame's own time).
 
-:func:`parse_latency` turns the command-line text into a :class:`LatencySetting`.
+:func:`parse_latency` turns the command-line text into a :class:`LatencySetting`;
+:func:`resolve_charge` turns a setting, a loaded pilot and an optional car into the
+:class:`LatencyCharge` its runs are charged.
 """
 
 from __future__ import annotations
@@ -44,7 +53,11 @@ __all__ = [
     "resolve_device",
 ]
 
-LATENCY_MODES = ("measured", "fixed", "zero")
+LATENCY_MODES = ("measured", "fixed", "zero", "profile", "estimated")
+#: What ``--latency`` may say (``estimated`` comes from ``--car``).
+SETTING_MODES = ("measured", "fixed", "zero", "profile")
+#: A directory of profiles is read up to this many files.
+MAX_PROFILES = 1000
 #: Larger latencies are certainly typos (a pilot 10 s late never leaves the start line).
 MAX_LATENCY_S = 10.0
 
@@ -55,12 +68,17 @@ _LATENCY_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(ms|s)?\s
 class LatencySetting:
     """Which latency a run charges: ``mode`` and, unless measured, the value."""
 
-    mode: str  # "measured", "fixed" or "zero"
-    value_s: float | None = None  # seconds; None for "measured" (known after profiling)
+    mode: str  # "measured", "fixed", "zero" or "profile"
+    value_s: float | None = None  # seconds; None for "measured"/"profile" (known later)
+    path: str | None = None  # "profile": a profile JSON or a directory of them
 
     def __post_init__(self) -> None:
-        if self.mode not in LATENCY_MODES:
-            raise ValueError(f"latency mode must be one of {LATENCY_MODES}, got {self.mode!r}")
+        if self.mode not in SETTING_MODES:
+            raise ValueError(f"latency mode must be one of {SETTING_MODES}, got {self.mode!r}")
+        if self.mode == "profile":
+            if not self.path:
+                raise ValueError("a profile latency needs the profile's path")
+            return
         if self.mode == "measured":
             if self.value_s is not None:
                 raise ValueError("a measured latency has no value until it is measured")
@@ -74,16 +92,17 @@ class LatencySetting:
 
     @property
     def label(self) -> str:
-        """Short text for tables: ``measured``, ``0`` or ``70ms``."""
-        if self.mode == "measured":
-            return "measured"
+        """Short text for tables: ``measured``, ``0``, ``70ms`` or ``profile``."""
+        if self.mode in ("measured", "profile"):
+            return self.mode
         if self.mode == "zero":
             return "0"
         return f"{self.value_s * 1000:g}ms"
 
 
 def parse_latency(text: str | float | int) -> LatencySetting:
-    """``"measured"``, ``"0"``/``"zero"``, ``"70ms"``, ``"0.07s"`` or ``"70"`` (ms).
+    """``"measured"``, ``"0"``/``"zero"``, ``"70ms"``, ``"0.07s"``, ``"70"`` (ms), or the
+    path of a latency profile (``.json``) or of a directory of profiles.
 
     A bare number means milliseconds. Anything else, a negative value or one above
     ``MAX_LATENCY_S`` is a ``ValueError`` saying what is accepted.
@@ -102,13 +121,19 @@ def parse_latency(text: str | float | int) -> LatencySetting:
         return LatencySetting("measured")
     if t in ("zero", "none", "0"):
         return LatencySetting("zero", 0.0)
+    if t.endswith(".json") or os.path.isdir(text.strip()):
+        path = text.strip()
+        if not os.path.exists(path):
+            raise ValueError(f"latency profile {path}: no such file or directory")
+        return LatencySetting("profile", path=path)
     if t.startswith("-"):
         raise ValueError(f"latency must not be negative, got {text!r}")
     m = _LATENCY_RE.match(t)
     if not m:
         raise ValueError(
             f"bad latency {text!r}: expected 'measured', '0', a value in milliseconds "
-            "('70ms' or '70') or in seconds ('0.07s')"
+            "('70ms' or '70'), in seconds ('0.07s'), or a profile (.json) from "
+            "python -m evaluation.profile"
         )
     value = float(m.group(1))
     seconds = value if m.group(2) == "s" else value / 1000.0
@@ -133,6 +158,15 @@ class LatencyStats:
     p95_s: float
     n: int  # timed calls (after warm-up)
     device: str  # where the pilot ran, e.g. "cpu" or "cuda:0"
+    samples_s: tuple[float, ...] = ()  # every timed call, in order
+
+    @property
+    def p99_s(self) -> float:
+        return float(np.percentile(self.samples_s, 99)) if self.samples_s else self.p95_s
+
+    @property
+    def max_s(self) -> float:
+        return max(self.samples_s) if self.samples_s else self.p95_s
 
     @property
     def median_ms(self) -> float:
@@ -170,6 +204,7 @@ def measure_latency(
         p95_s=float(np.percentile(times, 95)),
         n=n,
         device=pilot_device(pilot),
+        samples_s=tuple(float(t) for t in times),
     )
 
 

@@ -93,6 +93,7 @@ def run_closed_loop(
     speed: float = 2.0,
     latency_s: float = 0.0,
     latency_mode: str = "zero",
+    latency_samples: Sequence[float] | None = None,
     seed: int = 0,
     image_size: tuple[int, int] | None = None,
     obs_mode: str | None = None,
@@ -114,7 +115,9 @@ def run_closed_loop(
     max_speed``. The run stops when the laps are done or at ``max_time_s`` of
     simulated time (default :func:`default_max_time`); leaving the road is an
     intervention (re-centre, go on). With ``video_path`` a video (camera and top-down
-    side by side) is written there (:mod:`evaluation.video`).
+    side by side) is written there (:mod:`evaluation.video`). With ``latency_samples``
+    (seconds) each inference draws its latency from them, seeded by ``seed``;
+    ``latency_s`` is then the distribution's median, for the record.
     """
     if laps < 1:
         raise ValueError(f"laps must be >= 1, got {laps}")
@@ -146,6 +149,7 @@ def run_closed_loop(
             pilot,
             latency_s=latency_s,
             latency_mode=latency_mode,
+            latency_samples=latency_samples,
             throttle=throttle,
             speed=speed,
             on_leave_road="recentre",
@@ -176,6 +180,7 @@ class RunJob:
     speed: float = 2.0
     latency_s: float = 0.0
     latency_mode: str = "zero"
+    latency_samples: tuple[float, ...] | None = None  # seconds: drawn per inference
     seed: int = 0
     image_size: tuple[int, int] | None = None  # None: the pilot's own (pilot.needs)
     obs_mode: str | None = None  # None: the pilot's own (pilot.needs)
@@ -218,6 +223,7 @@ def run_job(job: RunJob) -> RunResult:
         speed=job.speed,
         latency_s=job.latency_s,
         latency_mode=job.latency_mode,
+        latency_samples=job.latency_samples,
         seed=job.seed,
         image_size=job.image_size,
         obs_mode=job.obs_mode,

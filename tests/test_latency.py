@@ -172,6 +172,66 @@ def test_schedule_cancel_drops_inference_in_flight() -> None:
     assert held[0] == 0.0 and new[0] == 0.0 and switch == 0
 
 
+def test_schedule_draws_each_inference_latency_without_overlap() -> None:
+    draws = iter([5, 40, 0, 13])
+    sched = InferenceSchedule(0, SUBSTEPS, np.zeros(1), draw=lambda: next(draws))
+    acts = []
+    for k in range(6):
+        if sched.idle(k):
+            acts.append(sched.submit(np.full(1, float(k))))
+        sched.period()
+    # starts: frame 0 at 0 -> acts 5; frame 1 (12) -> acts 52; busy past frames 2-3, so
+    # frame 4 (48 < 52 < 60: idle within period 4) starts at 52 -> acts 52; frame 5 (60) -> 73
+    assert sched.charged == [5, 40, 0, 13]
+    assert acts == [5, 52, 52, 73]
+    assert sched.starts == [0, 12, 52, 60]
+
+
+def test_latency_samples_are_validated() -> None:
+    from agents.loop import _latency_samples
+
+    assert list(_latency_samples([0.0, 0.05, 0.1], 240)) == [0, 12, 24]
+    for bad in ([], [float("nan")], [-0.01]):
+        with pytest.raises(ValueError, match="latency_samples"):
+            _latency_samples(bad, 240)
+
+
+def _tail_run(samples, seed=0):
+    from agents.expert import ExpertPilot
+    from evaluation.runner import run_closed_loop
+
+    return run_closed_loop(
+        ExpertPilot(),
+        "chicane",
+        laps=1,
+        latency_s=0.04,
+        latency_mode="profile" if samples else "fixed",
+        latency_samples=samples,
+        obs_mode="state",
+        record_trajectory=False,
+        seed=seed,
+    )
+
+
+def test_heavy_tailed_profile_intervenes_where_its_median_does_not() -> None:
+    # A fixed profile, not a timing: 80% of inferences take 40 ms, 20% take 500 ms (the
+    # median is 40 ms). Each inference draws its own latency, seeded by the run's seed.
+    tail = [0.04] * 8 + [0.5] * 2
+    assert float(np.median(tail)) == 0.04
+    constant = _tail_run(None)
+    heavy = _tail_run(tail)
+    assert constant.interventions == 0 and constant.completed
+    assert heavy.interventions > 0
+    assert heavy.latency_distribution and heavy.latency_charged_max_ms == pytest.approx(500.0)
+    assert heavy.latency_ms == pytest.approx(40.0)  # the median is what tables show
+    # Reproducible: the same seed draws the same latencies.
+    again = _tail_run(tail)
+    assert (again.interventions, again.interventions_at) == (
+        heavy.interventions,
+        heavy.interventions_at,
+    )
+
+
 # --------------------------------------------------------------------------- profiling
 class _SleepyPilot:
     name = "sleepy"
@@ -199,6 +259,7 @@ def test_measure_latency_returns_sane_stats() -> None:
     assert stats.n == 20 and stats.device == "cpu"
     assert 0.002 <= stats.median_s <= stats.p95_s < 1.0
     assert stats.median_ms == pytest.approx(stats.median_s * 1000)
+    assert len(stats.samples_s) == 20 and stats.max_s >= stats.p99_s >= stats.median_s
     with pytest.raises(ValueError):
         measure_latency(pilot, np.zeros(3), {}, warmup=0, n=0)
 
