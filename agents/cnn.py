@@ -29,6 +29,7 @@ from agents.base import (
     WeightsFormat,
     as_action,
 )
+from agents.flops import count_mflop
 from agents.models import OUTPUT_KINDS, SteeringNet, build_model, decode_steering
 from tracks.common import parse_size
 
@@ -222,6 +223,7 @@ class CNNPilot:
         # training); without a recorded dataset, its input size.
         recorded = (self.record.get("dataset") or {}).get("image_size")
         self.needs = PilotNeeds(obs_mode="image", image_size=tuple(recorded or model.input_size))
+        self._mflop: float | None = None  # counted on first use (one forward pass)
 
     def reset(self) -> None:
         """Stateless: nothing to forget."""
@@ -253,6 +255,13 @@ class CNNPilot:
         a = self.predict(torch.from_numpy(np.ascontiguousarray(self._image(observation))))[0]
         return as_action(float(a[0]), float(a[1]))
 
+    @property
+    def mflop(self) -> float:
+        """Counted MFLOP per frame (:func:`agents.flops.count_mflop`), computed once."""
+        if self._mflop is None:
+            self._mflop = count_mflop(self.model)
+        return self._mflop
+
     def metadata(self) -> dict[str, Any]:
         out = self.record.get("output", {})
         return {
@@ -269,6 +278,7 @@ class CNNPilot:
             "checkpoint_sha256": self.sha256,
             "device": str(self.device),
             "num_parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "mflop": self.mflop,
             "dataset_fingerprint": (self.record.get("dataset") or {}).get("fingerprint"),
         }
 
