@@ -72,9 +72,9 @@ class ResultRow(Outcome):
     laps_target: int
     seed: int
     # latency charged in simulated time
-    latency_mode: str  # measured | fixed | zero
-    latency_ms: float  # the value charged
-    latency_p95_ms: float | None  # measured p95 (None unless measured)
+    latency_mode: str  # measured | fixed | zero | profile | estimated
+    latency_ms: float  # the value charged (a distribution's median)
+    latency_p95_ms: float | None  # the distribution's p95 (None for a constant)
     control_period_ms: float  # camera period (50 ms at 20 Hz)
     effective_control_hz: float  # commands per simulated second actually achieved
     # where, with what code, when
@@ -97,6 +97,21 @@ class ResultRow(Outcome):
     elapsed_s: float  # simulated seconds
     completed: bool  # laps_completed >= laps_target
     sweep: bool = False  # True for a latency-sweep point (not a leaderboard entry)
+    # where the latency comes from, and for which car computer
+    latency_p99_ms: float | None = None
+    latency_max_ms: float | None = None
+    latency_source: str = (
+        ""  # "measured on cpu (...)", "profile p.json (...)", "estimated for X ..."
+    )
+    car: str | None = None  # the target: None = this machine; a car computer or profiled device
+    profile_sha256: str | None = None  # the profile file the latency came from
+    profile_model_sha256: str | None = None  # the model that profile timed
+    profile_hardware: str | None = None  # that profile's device fingerprint
+    car_model: str | None = None  # hash of the car computer's constants (estimates)
+    mflop: float | None = None  # the pilot's counted MFLOP per frame
+    latency_distribution: bool = False  # each inference drew its latency from samples
+    latency_charged_mean_ms: float | None = None  # over the run's inferences
+    latency_charged_max_ms: float | None = None
     obs_mode: str = "image"
     image_size: list[int] = field(default_factory=lambda: [120, 160])
     video: str | None = None  # path of the run's video, if one was written

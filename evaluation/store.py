@@ -13,7 +13,10 @@ Each call of :meth:`Store.add` is one evaluation: its rows, of all three kinds, 
 writing at once serialise on the write lock and lose nothing, and an evaluation killed
 mid-insert leaves nothing of its batch (SQLite rolls the open transaction back on the next
 open). ``meta.schema_version`` names the layout; another version is a clear
-:class:`SchemaVersionError`, never a silent misread.
+:class:`SchemaVersionError`, never a silent misread. Version 2 added the columns that say
+where a latency comes from and for which car computer (:data:`V2_COLUMNS`); a version-1
+file is upgraded in place when opened for writing (the new columns are NULL for its old
+rows: measured on the machine that ran them) and read as it is by a read-only report.
 
 Opening checks the file before anyone spends minutes on an evaluation: SQLite's
 ``quick_check`` (a garbage, truncated or partly overwritten file), the schema (every table
@@ -44,8 +47,10 @@ __all__ = [
     "DEFAULT_DB",
     "DEFAULT_OUT",
     "OFFLINE_COLUMNS",
+    "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "SWEEP_COLUMNS",
+    "V2_COLUMNS",
     "SchemaVersionError",
     "Store",
     "StoreError",
@@ -54,7 +59,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Versions this code reads (older ones are upgraded when opened for writing).
+READABLE_VERSIONS = (1, 2)
 DEFAULT_OUT = Path("trackpilot_out")
 DEFAULT_DB = DEFAULT_OUT / "leaderboard.sqlite"
 
@@ -78,8 +85,8 @@ CLOSED_LOOP_COLUMNS: list[tuple[str, str]] = [
     ("speed", "REAL"),
     ("laps_target", "INTEGER"),
     ("seed", "INTEGER"),
-    ("latency_mode", "TEXT"),  # measured | fixed | zero
-    ("latency_ms", "REAL"),  # the latency charged in simulated time
+    ("latency_mode", "TEXT"),  # measured | fixed | zero | profile | estimated
+    ("latency_ms", "REAL"),  # the latency charged in simulated time (median)
     ("latency_p95_ms", "REAL"),
     ("control_period_ms", "REAL"),
     ("laps_completed", "INTEGER"),
@@ -130,6 +137,27 @@ SWEEP_COLUMNS: list[tuple[str, str]] = [
     ("completed", "INTEGER"),
     ("extra", "TEXT"),
 ]
+
+#: Columns schema version 2 added to each table (appended, so version-1 files upgrade
+#: with ALTER TABLE ... ADD COLUMN).
+V2_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "closed_loop": [
+        ("car", "TEXT"),  # the latency's target: NULL = this machine; a car computer
+        ("latency_source", "TEXT"),  # measured on ..., profile FILE (...), estimated for ...
+        ("latency_p99_ms", "REAL"),
+        ("latency_max_ms", "REAL"),
+        ("profile_sha256", "TEXT"),  # the profile file the latency came from
+        ("profile_model_sha256", "TEXT"),  # the model that profile timed
+        ("profile_hardware", "TEXT"),  # that profile's device fingerprint
+        ("car_model", "TEXT"),  # hash of the car computer's constants (estimates)
+        ("mflop", "REAL"),  # the pilot's counted MFLOP per frame
+    ],
+    "offline": [("mflop", "REAL")],
+    "sweep": [("car", "TEXT")],
+}
+CLOSED_LOOP_COLUMNS += V2_COLUMNS["closed_loop"]
+OFFLINE_COLUMNS += V2_COLUMNS["offline"]
+SWEEP_COLUMNS += V2_COLUMNS["sweep"]
 
 _TABLES = {"closed_loop": CLOSED_LOOP_COLUMNS, "offline": OFFLINE_COLUMNS, "sweep": SWEEP_COLUMNS}
 _JSON_COLUMNS = {"lap_times", "per_class", "extra"}
@@ -485,13 +513,16 @@ class Store:
             )
         found = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = found[0] if found else None
-        if str(version) != str(SCHEMA_VERSION):
+        if str(version) not in {str(v) for v in READABLE_VERSIONS}:
             raise SchemaVersionError(
                 f"{self.path}: leaderboard schema version {version}, this trackpilot "
-                f"reads version {SCHEMA_VERSION}; move the file away (or pass another "
-                "--db) and re-run the evaluation"
+                f"reads versions {', '.join(map(str, READABLE_VERSIONS))}; move the file "
+                "away (or pass another --db) and re-run the evaluation"
             )
+        added = {c for cols in V2_COLUMNS.values() for c, _ in cols}
         for table, columns in _SCHEMA.items():
+            if str(version) == "1":
+                columns = tuple(c for c in columns if c not in added)
             if table not in tables:
                 raise StoreError(
                     f"{self.path}: not a complete trackpilot leaderboard database (table "
@@ -509,6 +540,7 @@ class Store:
     def _init_schema(self) -> None:
         with self.transaction() as con:
             if self._check_schema(con):
+                self._upgrade(con)
                 return
             con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             con.execute(
@@ -530,6 +562,22 @@ class Store:
                 "CREATE TABLE trajectories (result_id INTEGER PRIMARY KEY REFERENCES "
                 "closed_loop(id) ON DELETE CASCADE, xy TEXT NOT NULL)"
             )
+
+    @staticmethod
+    def _upgrade(con: sqlite3.Connection) -> None:
+        """Version 1 -> 2 inside the open transaction: add the new columns."""
+        found = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if str(found[0]) == str(SCHEMA_VERSION):
+            return
+        for table, columns in V2_COLUMNS.items():
+            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+            for name, sqltype in columns:
+                if name not in have:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
+        con.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+        logger.info("leaderboard upgraded to schema version %s", SCHEMA_VERSION)
 
     def _check_writable(self) -> None:
         # A write that is rolled back: a read-only file or directory fails here, at

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.store import SCHEMA_VERSION, SchemaVersionError, Store
+from evaluation.store import SCHEMA_VERSION, V2_COLUMNS, SchemaVersionError, Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -116,6 +116,33 @@ def test_schema_version_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(SchemaVersionError, match="without a trackpilot leaderboard schema"):
         Store(other)
+
+
+def _make_v1(path: Path, row: dict) -> None:
+    """A version-1 leaderboard as the previous code wrote it: no version-2 columns."""
+    with Store(path) as store:
+        store.add(closed_loop=[row])
+    con = sqlite3.connect(path)
+    for table, columns in V2_COLUMNS.items():
+        for name, _ in columns:
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+
+
+def test_version_1_file_is_read_as_is_and_upgraded_by_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "lb.sqlite"
+    _make_v1(path, closed_row())
+    with Store(path, readonly=True) as store:  # a report reads it unchanged
+        assert store.schema_version == 1
+        (old,) = store.closed_loop_rows()
+        assert "car" not in old and old["pilot"] == "compact"
+    with Store(path) as store:  # a writer upgrades it in place, keeping the old rows
+        assert store.schema_version == SCHEMA_VERSION == 2
+        store.add(closed_loop=[closed_row(1, car="rpi4-tflite", latency_mode="estimated")])
+        rows = store.closed_loop_rows()
+    assert [r["car"] for r in rows] == [None, "rpi4-tflite"]
 
 
 _WRITER = textwrap.dedent(
