@@ -28,12 +28,29 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from safetensors import SafetensorError
 
-from tracks.common import parse_size
+# PilotNeeds and as_action live in the dependency-free agents.needs (a pilot on the car
+# imports them without safetensors or tracks); they are re-exported from here.
+from agents.needs import DEFAULT_IMAGE_SIZE, OBS_MODES, PilotNeeds, as_action
 from tracks.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes
 
-#: The camera a pilot gets when it names none (H, W).
-DEFAULT_IMAGE_SIZE: tuple[int, int] = (120, 160)
-OBS_MODES = ("image", "state", "image+state")
+__all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "MAX_DESCRIPTION_BYTES",
+    "MAX_DESCRIPTION_DEPTH",
+    "MAX_WEIGHTS_BYTES",
+    "OBS_MODES",
+    "Pilot",
+    "PilotNeeds",
+    "WeightsFormat",
+    "as_action",
+    "pilot_metadata",
+    "pilot_needs",
+    "read_described_weights",
+    "read_description",
+    "resolve_checkpoint_json",
+    "resolve_device",
+    "write_described_weights",
+]
 
 #: Bounds on what a saved pilot's files may be, checked before they are parsed: a JSON
 #: description (the registry reads the same files with the same size cap), its nesting
@@ -41,30 +58,6 @@ OBS_MODES = ("image", "state", "image+state")
 MAX_DESCRIPTION_BYTES = 16 << 20
 MAX_DESCRIPTION_DEPTH = 64
 MAX_WEIGHTS_BYTES = 2 << 30
-
-
-@dataclass(frozen=True)
-class PilotNeeds:
-    """What a pilot needs from the env; the closed loop builds the env from this.
-
-    Declared by the pilot (its ``needs`` attribute), never guessed from metadata keys.
-    """
-
-    obs_mode: str = "image"  # "image", "state" or "image+state" (sim.TrackEnv obs_mode)
-    image_size: tuple[int, int] | None = None  # camera (H, W); None: DEFAULT_IMAGE_SIZE
-    throttle: bool = False  # its throttle drives the motors; False: cruise control holds speed
-    privileged: bool = False  # reads the true pose and the track (gets set_track after reset)
-
-    def __post_init__(self) -> None:
-        if self.obs_mode not in OBS_MODES:
-            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {self.obs_mode!r}")
-        if self.image_size is not None:
-            object.__setattr__(self, "image_size", parse_size(self.image_size, what="image_size"))
-
-    @property
-    def camera(self) -> tuple[int, int]:
-        """The camera size to render: the pilot's own, else the default."""
-        return self.image_size or DEFAULT_IMAGE_SIZE
 
 
 @runtime_checkable
@@ -102,14 +95,6 @@ def pilot_metadata(pilot: Any) -> dict[str, Any]:
     meta = getattr(pilot, "metadata", None)
     out = meta() if callable(meta) else {}
     return dict(out) if isinstance(out, dict) else {}
-
-
-def as_action(steering: float, throttle: float = 0.0) -> np.ndarray:
-    """Build a clipped, finite ``[steering, throttle]`` action."""
-    a = np.array([steering, throttle], dtype=np.float32)
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"pilot produced a non-finite action {a.tolist()}")
-    return np.clip(a, -1.0, 1.0)
 
 
 def resolve_checkpoint_json(path: str | Path, what: str = "checkpoint") -> Path:

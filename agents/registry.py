@@ -10,9 +10,9 @@ A path is matched by its JSON description (``format`` and kind-specific fields,
 Directories: ``best.json`` first, else the one description inside. Anything else is a
 ``ValueError`` that lists what is accepted.
 
-Adding a kind (e.g. ONNX pilots): write ``agents/onnx_pilot.py`` with ``load_spec``,
-then add ``PilotKind("onnx", "agents.onnx_pilot", "an ONNX model (.onnx)",
-suffixes=(".onnx",))`` to :data:`KINDS`. Nothing else changes: the closed loop reads
+Adding a kind: write ``agents/<kind>.py`` with ``load_spec``, then add one entry to
+:data:`KINDS`, as ONNX pilots do (``PilotKind("onnx", "agents.onnx_pilot", "an ONNX
+model (.onnx)", suffixes=(".onnx",))``). Nothing else changes: the closed loop reads
 what the pilot needs from its ``needs`` (:class:`agents.base.PilotNeeds`).
 """
 
@@ -78,6 +78,7 @@ KINDS: tuple[PilotKind, ...] = (
         describes=_is_sb3,
         directory_target="json",
     ),
+    PilotKind("onnx", "agents.onnx_pilot", "an ONNX model (.onnx)", suffixes=(".onnx",)),
 )
 
 

@@ -1,6 +1,8 @@
 """Judging pilots: latency, closed-loop runs, result rows, the leaderboard and its reports.
 
-- ``latency``: latency settings and batch-1 profiling; ``runner``: closed-loop runs of
+- ``latency``: latency settings and batch-1 profiling; ``profile``: ``python -m
+  evaluation.profile``, the latency profile measured on the car (numpy and onnxruntime
+  only for ``.onnx`` pilots) and its reader ``read_profile``; ``runner``: closed-loop runs of
   one pilot (built on ``agents.loop.ClosedLoop``), many in the pool, latency sweeps;
   ``pilots``: pilot specs (over ``agents.registry``); ``evaluate``: ``python -m
   evaluation.evaluate`` and its in-process API; ``results``: ``ResultRow``; ``video``.

@@ -185,25 +185,25 @@ def test_registry_keywords_and_errors(tmp_path) -> None:
 
 def test_a_new_pilot_kind_is_one_module_and_one_entry(tmp_path, monkeypatch) -> None:
     """The recipe in the architecture notes: a module with load_spec, a KINDS entry."""
-    module = types.ModuleType("fake_onnx_pilot")
+    module = types.ModuleType("fake_pilot")
 
-    class FakeOnnx(Weave):
-        name = "fake-onnx"
+    class FakePilot(Weave):
+        name = "fake"
 
     def load_spec(target, *, device, speed):
-        pilot = FakeOnnx()
+        pilot = FakePilot()
         pilot.path = target
         return pilot
 
     module.load_spec = load_spec
-    monkeypatch.setitem(sys.modules, "fake_onnx_pilot", module)
-    kind = registry.PilotKind("onnx", "fake_onnx_pilot", "an ONNX model", suffixes=(".onnx",))
+    monkeypatch.setitem(sys.modules, "fake_pilot", module)
+    kind = registry.PilotKind("fake", "fake_pilot", "a fake model", suffixes=(".fake",))
     monkeypatch.setattr(registry, "KINDS", (*registry.KINDS, kind))
-    model = tmp_path / "model.onnx"
+    model = tmp_path / "model.fake"
     model.write_bytes(b"\x08\x07")
     pilot = registry.load_pilot(str(model))
-    assert isinstance(pilot, FakeOnnx) and pilot.path == model
-    assert "an ONNX model" in str(pytest.raises(ValueError, registry.load_pilot, "nowhere").value)
+    assert isinstance(pilot, FakePilot) and pilot.path == model
+    assert "a fake model" in str(pytest.raises(ValueError, registry.load_pilot, "nowhere").value)
 
 
 # --------------------------------------------------------------------------- the camera
