@@ -9,11 +9,39 @@ from pathlib import Path
 import pytest
 
 from evaluation import report as rp
+from evaluation.cars import CARS
 from evaluation.report import context as rp_context
 from evaluation.store import Store
 
 HERE_HW = "here-hw"
 FP = "f" * 64
+CAR = "rpi4-tflite"
+PI4 = "Raspberry Pi 4 Model B Rev 1.4"
+
+
+def _sha(pilot: str) -> str:
+    return (pilot.encode().hex() * 8)[:64]
+
+
+def _estimated(pilot: str, track: str, direction: str, ms: float, **kw: object) -> dict:
+    """A run whose latency was estimated for the car computer ``CAR`` (schema 2)."""
+    return _run(
+        pilot, track, direction, latency_mode="estimated", car=CAR, latency_ms=ms,
+        latency_p95_ms=1.3 * ms, latency_p99_ms=1.5 * ms, latency_max_ms=2.0 * ms,
+        latency_source=f"estimated for {CAR} from 10.2 MFLOP (Raspberry Pi 4 Model B, TFLite)",
+        car_model=rp.car_model_hash(CARS[CAR]), mflop=10.2, hardware="whatever", **kw,
+    )  # fmt: skip
+
+
+def _profiled(pilot: str, track: str, direction: str, ms: float, **kw: object) -> dict:
+    """A run whose latency was replayed from a profile recorded on a Pi 4 (no --car)."""
+    return _run(
+        pilot, track, direction, latency_mode="profile", car=PI4, latency_ms=ms,
+        latency_p95_ms=1.2 * ms, latency_p99_ms=1.25 * ms, latency_max_ms=1.5 * ms,
+        latency_source=f"profile p.json ({PI4}, onnxruntime)", profile_sha256="a" * 64,
+        profile_model_sha256=_sha(pilot), profile_hardware="pi4-hw", hardware="whatever",
+        **kw,
+    )  # fmt: skip
 
 
 def _run(pilot: str, track: str, direction: str, **kw: object) -> dict:
@@ -25,7 +53,7 @@ def _run(pilot: str, track: str, direction: str, **kw: object) -> dict:
     row = {
         "pilot": pilot,
         "pilot_kind": "cnn",
-        "checkpoint_sha256": (pilot.encode().hex() * 8)[:64],
+        "checkpoint_sha256": _sha(pilot),
         "dataset_fingerprint": FP,
         "track": track,
         "track_hash": t.geometry_hash,
@@ -59,8 +87,9 @@ def _run(pilot: str, track: str, direction: str, **kw: object) -> dict:
 
 
 def synthetic_store(tmp_path: Path) -> Path:
-    """A leaderboard with every kind of row: good, slow, flipped and stale pilots,
-    classifier and regressor offline rows with a run directory, and a sweep."""
+    """A leaderboard with every kind of row: good, slow, flipped and stale pilots on this
+    machine, two pilots estimated for the car computer ``CAR`` and one replayed from a Pi 4
+    profile, classifier and regressor offline rows with a run directory, and a sweep."""
     runs = []
     for track in ("triangle", "chicane"):
         for d in ("ccw", "cw"):
@@ -70,6 +99,9 @@ def synthetic_store(tmp_path: Path) -> Path:
             runs.append(_run("flipper", track, d, flips=1, interventions=1, autonomy=75.0))
             runs.append(_run("old_data", track, d, dataset_fingerprint="0" * 64, mean_abs_cte=0.03))
             runs.append(_run("other_hw", track, d, hardware="elsewhere", code_version="v0"))
+            runs.append(_estimated("compact", track, d, 17.7))
+            runs.append(_estimated("slow_cls", track, d, 400.0, laps_completed=1, off_track=3, interventions=3, autonomy=40.0))  # fmt: skip
+            runs.append(_profiled("compact", track, d, 12.0))
     run_dir = tmp_path / "runs" / "compact_cls"
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.csv").write_text(
@@ -81,9 +113,9 @@ def synthetic_store(tmp_path: Path) -> Path:
         for k, v in enumerate((-0.5, 0.0, 0.5))
     ]  # fmt: skip
     offline = [
-        {"pilot": "compact", "pilot_kind": "cnn", "split": "test", "output_kind": "regression", "n": 100, "mae": 0.05, "mse": 0.004, "latency_median_ms": 2.0, "latency_p95_ms": 3.0, "device": "cpu", "hardware": HERE_HW, "code_version": "v1"},
-        {"pilot": "compact_cls", "pilot_kind": "cnn", "split": "test", "output_kind": "classes", "n": 100, "mae": 0.07, "mse": 0.01, "macro_f1": 0.85, "accuracy": 0.8, "per_class": per_class, "latency_median_ms": 2.5, "run_dir": str(run_dir), "device": "cpu", "hardware": HERE_HW, "code_version": "v1"},
-        {"pilot": "slow_cls", "pilot_kind": "cnn", "split": "test", "output_kind": "classes", "n": 100, "mae": 0.04, "macro_f1": 0.9, "per_class": per_class, "latency_median_ms": 180.0, "device": "cpu", "hardware": HERE_HW, "code_version": "v1"},
+        {"pilot": "compact", "pilot_kind": "cnn", "split": "test", "output_kind": "regression", "n": 100, "mae": 0.05, "mse": 0.004, "latency_median_ms": 2.0, "latency_p95_ms": 3.0, "device": "cpu", "hardware": HERE_HW, "code_version": "v1", "mflop": 10.2},
+        {"pilot": "compact_cls", "pilot_kind": "cnn", "split": "test", "output_kind": "classes", "n": 100, "mae": 0.07, "mse": 0.01, "macro_f1": 0.85, "accuracy": 0.8, "per_class": per_class, "latency_median_ms": 2.5, "run_dir": str(run_dir), "device": "cpu", "hardware": HERE_HW, "code_version": "v1", "mflop": 12.0},
+        {"pilot": "slow_cls", "pilot_kind": "cnn", "split": "test", "output_kind": "classes", "n": 100, "mae": 0.04, "macro_f1": 0.9, "per_class": per_class, "latency_median_ms": 180.0, "device": "cpu", "hardware": HERE_HW, "code_version": "v1", "mflop": 50.0},
     ]  # fmt: skip
     sweep = [
         _run("compact", "triangle", "ccw", latency_mode="fixed", latency_ms=ms, completed=ok, laps_completed=2 if ok else 1, interventions=0 if ok else 2, sweep=True)
@@ -116,7 +148,7 @@ def test_run_score_arithmetic() -> None:
 
 
 def test_ranking_constraints_and_staleness(report: rp.Report) -> None:
-    by = {e.pilot: e for e in report.entries}
+    by = {e.pilot: e for e in report.entries if e.car is None}
     assert by["slow_cls"].violations == ["latency 180 ms > 50 ms"]
     assert by["slow_cls"].marks == "✗ latency 180 ms > 50 ms"
     assert by["flipper"].violations == ["flipped 4×"]
@@ -125,10 +157,11 @@ def test_ranking_constraints_and_staleness(report: rp.Report) -> None:
     assert by["old_data"].stale == ["dataset"]
     assert by["other_hw"].stale == ["code", "hardware"]
     assert by["expert"].stale == [] and by["compact"].stale == []
-    order = [e.pilot for e in report.entries]
+    here = [e for e in report.entries if e.car is None]
+    order = [e.pilot for e in here]
     # Feasible entries first, by score, ties on |CTE|; constraint breakers after, not hidden.
     assert order == ["expert", "old_data", "compact", "other_hw", "flipper", "slow_cls"]
-    assert [e.rank for e in report.entries] == [1, 2, 3, 4, 5, 6]
+    assert [e.rank for e in here] == [1, 2, 3, 4, 5, 6]
     assert all(len(e.runs) == 4 for e in report.entries)
 
 
@@ -171,27 +204,30 @@ def test_terminal_markdown_and_csv(report: rp.Report, tmp_path: Path) -> None:
     assert "Closed-loop leaderboard" in text and "✗ latency 180 ms > 50 ms" in text
     assert "stale: dataset" in text and "✓ a story line" in text
     md = rp.render_markdown(report)
-    assert "| 1 | expert |" in md and "Per-class precision / recall / F1" in md
+    assert "| this machine | 1 | expert |" in md and "Per-class precision / recall / F1" in md
     assert "90/80/85" in md  # precision/recall/F1 of a class, in %
     paths = rp.write_csv(report, tmp_path / "csv")
-    assert {p.name for p in paths} == {"leaderboard.csv", "runs.csv", "offline.csv", "sweep.csv"}
+    assert {p.name for p in paths} == {
+        "leaderboard.csv", "runs.csv", "offline.csv", "recipe.csv", "sweep.csv",
+    }  # fmt: skip
     with open(tmp_path / "csv" / "leaderboard.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["pilot"] for r in rows][0] == "expert"
-    assert rows[-1]["violations"] == "latency 180 ms > 50 ms" and rows[-1]["feasible"] == "0"
+    here = [r for r in rows if r["target"] == "this machine"]
+    assert here[-1]["violations"] == "latency 180 ms > 50 ms" and here[-1]["feasible"] == "0"
     with open(tmp_path / "csv" / "runs.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 24
+        assert len(list(csv.DictReader(f))) == 36
 
 
 def test_html_is_self_contained(report: rp.Report) -> None:
     page = rp.render_html(report)
     imgs = re.findall(r"<img [^>]*>", page)
-    # 2 tracks x 2 directions of trajectories, learning curves, latency sweep.
-    assert len(imgs) == 6
+    # 2 tracks x 2 directions of trajectories, F1 vs latency, learning curves, latency sweep.
+    assert len(imgs) == 7
     assert all('src="data:image/png;base64,' in i for i in imgs)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "<script" not in page and "<link" not in page and "@import" not in page
-    assert page.count("<table") == 5  # board, offline, per class, sweep, runs
+    assert page.count("<table") == 6  # board, recipe, offline, per class, sweep, runs
     assert 'class="infeasible"' in page and "stale: code, hardware" in page
 
 
