@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -25,23 +27,25 @@ def _sha(pilot: str) -> str:
 
 def _estimated(pilot: str, track: str, direction: str, ms: float, **kw: object) -> dict:
     """A run whose latency was estimated for the car computer ``CAR`` (schema 2)."""
-    return _run(
-        pilot, track, direction, latency_mode="estimated", car=CAR, latency_ms=ms,
-        latency_p95_ms=1.3 * ms, latency_p99_ms=1.5 * ms, latency_max_ms=2.0 * ms,
-        latency_source=f"estimated for {CAR} from 10.2 MFLOP (Raspberry Pi 4 Model B, TFLite)",
-        car_model=rp.car_model_hash(CARS[CAR]), mflop=10.2, hardware="whatever", **kw,
-    )  # fmt: skip
+    est = {
+        "latency_mode": "estimated", "car": CAR, "latency_ms": ms, "latency_p95_ms": 1.3 * ms,
+        "latency_p99_ms": 1.5 * ms, "latency_max_ms": 2.0 * ms,
+        "latency_source": f"estimated for {CAR} from 10.2 MFLOP (Raspberry Pi 4 Model B, TFLite)",
+        "car_model": rp.car_model_hash(CARS[CAR]), "mflop": 10.2, "hardware": "whatever",
+    }  # fmt: skip
+    return _run(pilot, track, direction, **{**est, **kw})
 
 
 def _profiled(pilot: str, track: str, direction: str, ms: float, **kw: object) -> dict:
     """A run whose latency was replayed from a profile recorded on a Pi 4 (no --car)."""
-    return _run(
-        pilot, track, direction, latency_mode="profile", car=PI4, latency_ms=ms,
-        latency_p95_ms=1.2 * ms, latency_p99_ms=1.25 * ms, latency_max_ms=1.5 * ms,
-        latency_source=f"profile p.json ({PI4}, onnxruntime)", profile_sha256="a" * 64,
-        profile_model_sha256=_sha(pilot), profile_hardware="pi4-hw", hardware="whatever",
-        **kw,
-    )  # fmt: skip
+    prof = {
+        "latency_mode": "profile", "car": PI4, "latency_ms": ms, "latency_p95_ms": 1.2 * ms,
+        "latency_p99_ms": 1.25 * ms, "latency_max_ms": 1.5 * ms,
+        "latency_source": f"profile p.json ({PI4}, onnxruntime)", "profile_sha256": "a" * 64,
+        "profile_model_sha256": _sha(pilot), "profile_hardware": "pi4-hw",
+        "hardware": "whatever",
+    }  # fmt: skip
+    return _run(pilot, track, direction, **{**prof, **kw})
 
 
 def _run(pilot: str, track: str, direction: str, **kw: object) -> dict:
@@ -242,3 +246,169 @@ def test_cli(tmp_path: Path, ctx: rp.Context, capsys: pytest.CaptureFixture[str]
     assert "unknown report format" in capsys.readouterr().err
     assert rp.main(["--db", str(tmp_path / "none.sqlite"), "--out", str(out)]) == 2
     assert "no leaderboard database" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- targets
+def test_entries_per_pilot_and_target(report: rp.Report) -> None:
+    by = {(e.pilot, e.target): e for e in report.entries}
+    # The same pilot here, replayed from a Pi 4 profile and estimated for CAR: three entries.
+    assert {t for p, t in by if p == "compact"} == {"this machine", PI4, CAR}
+    est = by[("slow_cls", CAR)]
+    assert est.car == CAR and est.latency_label == "estimated"
+    assert est.target_label == f"estimated for {CAR}"
+    assert by[("compact", PI4)].target_label == f"profile: {PI4}"
+    # Feasibility on the entry's own latency: the estimate's median, not this machine's.
+    assert est.latency_ms == 400.0 and est.latency_p99_ms == 600.0
+    assert est.violations == ["latency 400 ms > 50 ms"]
+    assert by[("compact", CAR)].feasible and by[("compact", CAR)].latency_ms == 17.7
+    assert by[("compact", PI4)].latency_ms == 12.0 and by[("compact", PI4)].feasible
+    # Sorted by target (this machine first, then by name) and ranked within each target.
+    assert [(e.target, e.rank) for e in report.entries][6:] == [
+        (PI4, 1), (CAR, 1), (CAR, 2),
+    ]  # fmt: skip
+    assert [e.pilot for e in report.entries if e.car == CAR] == ["compact", "slow_cls"]
+    assert by[("compact", CAR)].label == f"compact @{CAR}"
+    assert by[("compact", CAR)].stale == []  # its hardware is not this machine's: not compared
+
+
+def test_old_rows_are_this_machine_measured(ctx: rp.Context) -> None:
+    row = _run("p", "triangle", "ccw")
+    for key in ("latency_mode", "latency_p95_ms"):
+        row.pop(key)
+    (e,) = rp.rank_entries([row], ctx)
+    assert e.car is None and e.target == "this machine" and e.latency_label == "measured"
+    assert e.latency_ms == 2.0 and e.latency_p99_ms is None
+    assert rp.stale_reasons({**row, "hardware": "elsewhere"}, ctx) == ["hardware"]
+
+
+def test_target_labels_in_every_rendering(report: rp.Report, tmp_path: Path) -> None:
+    label = f"estimated for {CAR}"
+    text = rp.render_terminal(report)
+    assert label in text and f"profile: {PI4}" in text and "this machine" in text
+    md = rp.render_markdown(report)
+    assert f"| {CAR} | 2 | slow_cls |" in md
+    assert f"400.0 (p99 600.0) {label}" in md and f"12.0 (p99 15.0) profile: {PI4}" in md
+    rp.write_csv(report, tmp_path / "csv")
+    with open(tmp_path / "csv" / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    est = [r for r in rows if r["car"] == CAR]
+    assert [r["target_label"] for r in est] == [label, label]
+    assert est[0]["latency_source"].startswith(label)
+    with open(tmp_path / "csv" / "runs.csv", newline="") as f:
+        runs = list(csv.DictReader(f))
+    assert sum(r["car"] == CAR for r in runs) == 8
+    page = rp.render_html(report)
+    assert label in page and f'<tr class="group"><th colspan="14">{CAR}</th></tr>' in page
+    assert '"target": "rpi4-tflite"' in rp.report_json(report)
+
+
+# --------------------------------------------------------------------------- stale rules
+def test_stale_hardware_only_for_measured_rows(ctx: rp.Context) -> None:
+    row = _run("p", "triangle", "ccw", hardware="elsewhere")
+    assert rp.stale_reasons(row, ctx) == ["hardware"]
+    assert rp.stale_reasons({**row, "hardware": HERE_HW}, ctx) == []
+    for mode in ("fixed", "zero"):
+        assert rp.stale_reasons({**row, "latency_mode": mode}, ctx) == []
+    assert rp.stale_reasons(_estimated("p", "triangle", "ccw", 20.0), ctx) == []
+    assert rp.stale_reasons(_profiled("p", "triangle", "ccw", 20.0), ctx) == []
+
+
+def test_stale_car_model(ctx: rp.Context) -> None:
+    row = _estimated("p", "triangle", "ccw", 20.0)
+    assert rp.stale_reasons(row, ctx) == []
+    assert rp.stale_reasons({**row, "car_model": "0123456789ab"}, ctx) == ["car model"]
+    assert rp.stale_reasons({**row, "car": "retired-car"}, ctx) == ["car model"]
+    assert rp.stale_reasons({**row, "car_model": None}, ctx) == []  # nothing to compare
+    car = CARS[CAR]
+    text = json.dumps(
+        {
+            "name": car.name,
+            "overhead_ms": car.overhead_ms,
+            "ms_per_mflop": car.ms_per_mflop,
+            "tail": [car.p95_ratio, car.p99_ratio, car.max_ratio],
+        },
+        sort_keys=True,
+        default=str,
+    )
+    assert rp.car_model_hash(car) == hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def test_stale_profile_hardware(ctx: rp.Context) -> None:
+    old = {**_profiled("p", "triangle", "ccw", 20.0, profile_hardware="pi4-a"), "id": 1}
+    new = {**_profiled("p", "triangle", "cw", 20.0, profile_hardware="pi4-b"), "id": 2}
+    other = {**_profiled("q", "triangle", "ccw", 20.0, car="pi5", profile_hardware="pi4-a")}
+    other["id"] = 3
+    rows = [new, old, other]  # the most recent is the highest id, not the last given
+    assert rp.latest_profile_hardware(rows) == {PI4: "pi4-b", "pi5": "pi4-a"}
+    ctx = ctx.for_rows(rows)
+    assert rp.stale_reasons(old, ctx) == ["profile hardware"]
+    assert rp.stale_reasons(new, ctx) == [] and rp.stale_reasons(other, ctx) == []
+    entries = rp.rank_entries(rows, rp.Context(code_version="v1", dataset_fingerprint=FP))
+    assert [e.stale for e in entries if e.pilot == "p"] == [["profile hardware"]]
+
+
+def test_stale_profile_model(ctx: rp.Context) -> None:
+    row = _profiled("p", "triangle", "ccw", 20.0)
+    assert rp.stale_reasons(row, ctx) == []  # the profile timed this checkpoint
+    other = {**row, "profile_model_sha256": "e" * 64}
+    assert rp.stale_reasons(other, ctx) == ["profile model"]
+    assert rp.stale_reasons({**other, "source_sha256": "e" * 64}, ctx) == []  # exported model
+    assert rp.stale_reasons({**other, "extra": {"source_sha256": "e" * 64}}, ctx) == []
+    assert rp.stale_reasons({**row, "profile_model_sha256": None}, ctx) == []
+
+
+def test_stale_reasons_together(ctx: rp.Context) -> None:
+    row = _profiled(
+        "p", "triangle", "ccw", 20.0, profile_model_sha256="e" * 64, dataset_fingerprint="0" * 64,
+        code_version="v0",
+    )  # fmt: skip
+    assert rp.stale_reasons(row, ctx) == ["profile model", "dataset", "code"]
+
+
+# --------------------------------------------------------------------------- the recipe
+def test_recipe_table(report: rp.Report) -> None:
+    assert [c.label for c in report.targets] == [
+        "this machine", f"profile: {PI4}", f"estimated for {CAR}",
+    ]  # fmt: skip
+    table = report.recipe_table()
+    assert table is not None and table.title == "The recipe's table"
+    assert table.headers[:5] == ["pilot", "output", "macro F1", "MAE", "MFLOP"]
+    assert table.headers[9:] == [
+        f"estimated for {CAR}: runtime ms", f"estimated for {CAR}: closed loop",
+    ]  # fmt: skip
+    rows = {r[0]: r for r in table.rows}
+    assert rows["slow_cls"] == [
+        "slow_cls", "classes", "0.900", "0.0400", "50.0",
+        "180.0 (p95 3.0)", "✗ 20.0, 4/8 laps, 12 interv.",
+        "–", "–",
+        "400.0 (p99 600.0)", "✗ 20.0, 4/8 laps, 12 interv.",
+    ]  # fmt: skip
+    assert rows["compact"][2] == "-"  # a regressor has no macro F1
+    assert rows["compact"][7:9] == ["12.0 (p99 15.0)", "✓ 100.0, 8/8 laps, 0 interv."]
+    assert rows["compact_cls"][5:7] == ["2.5 offline", "–"]  # never driven: offline runtime
+    assert f"Estimated, not measured: {CAR}" in table.note
+    md = rp.render_markdown(report)
+    assert "## The recipe's table" in md and "| slow_cls | classes | 0.900 |" in md
+    assert "## The recipe's table" not in rp.render_terminal(report)  # kept compact
+
+
+def test_f1_latency_points(report: rp.Report) -> None:
+    pts = {
+        (p.pilot, p.target.label): (p.latency_ms, p.macro_f1, p.crashed) for p in report.f1_points()
+    }
+    assert pts == {
+        ("compact_cls", "this machine"): (2.5, 0.85, None),
+        ("slow_cls", "this machine"): (180.0, 0.9, True),
+        ("slow_cls", f"estimated for {CAR}"): (400.0, 0.9, True),
+    }
+    cap, b64 = rp.f1_latency_figure(report)
+    assert CAR in cap and "estimates" in cap and len(b64) > 1000
+
+
+def test_pareto_front() -> None:
+    assert rp.pareto_front([]) == []
+    pts = [(10.0, 0.7), (2.0, 0.5), (5.0, 0.4), (20.0, 0.9), (30.0, 0.8), (10.0, 0.6), (1.0, 0.5)]
+    # (5, 0.4) and (30, 0.8) are beaten by faster points; (2, 0.5) ties the faster (1, 0.5).
+    assert rp.pareto_front(pts) == [(1.0, 0.5), (10.0, 0.7), (20.0, 0.9)]
+    assert rp.pareto_front([(3.0, 0.5), (3.0, 0.5)]) == [(3.0, 0.5)]
+    assert rp.pareto_front([(3.0, 0.2), (3.0, 0.6)]) == [(3.0, 0.6)]
