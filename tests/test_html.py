@@ -81,22 +81,48 @@ def test_html_renders_in_chromium(html_page: Path, tmp_path: Path) -> None:
         "--window-size=1400,1000",
     ):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for the console check
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     try:
         driver.set_page_load_timeout(60)
         driver.get(html_page.resolve().as_uri())
         assert driver.title == "trackpilot leaderboard"
         tables = driver.find_elements(By.TAG_NAME, "table")
-        assert len(tables) == 5
+        assert len(tables) == 6
         for table in tables:
             rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
             assert rows, "a table rendered without rows"
             assert table.size["height"] > 0 and table.size["width"] > 0
-        board = tables[0].find_elements(By.CSS_SELECTOR, "tbody tr")
-        assert len(board) == 6
-        assert "✗ latency 180 ms > 50 ms" in board[-1].text
+        # The board: one section (a header row) per target, this machine's first.
+        groups = tables[0].find_elements(By.CSS_SELECTOR, "tbody tr.group")
+        assert [g.text for g in groups] == [
+            "this machine", "Raspberry Pi 4 Model B Rev 1.4", "rpi4-tflite",
+        ]  # fmt: skip
+        board = tables[0].find_elements(By.CSS_SELECTOR, "tbody tr:not(.group)")
+        assert len(board) == 9
+        assert "✗ latency 180 ms > 50 ms" in board[5].text
+        assert "estimated for rpi4-tflite" in board[-1].text
+        assert "✗ latency 400 ms > 50 ms" in board[-1].text
+        assert "profile: Raspberry Pi 4 Model B Rev 1.4" in board[6].text
+        # The recipe's table and the F1-vs-latency scatter, under their headings.
+        headings = [h.text for h in driver.find_elements(By.TAG_NAME, "h2")]
+        assert "The recipe's table" in headings and "Macro F1 against latency" in headings
+        recipe = driver.find_element(By.CSS_SELECTOR, "table.recipe")
+        assert recipe.is_displayed()
+        heads = [h.text for h in recipe.find_elements(By.TAG_NAME, "th")]
+        assert "estimated for rpi4-tflite: closed loop" in heads
+        lines = {
+            r.find_element(By.TAG_NAME, "td").text: r.text
+            for r in recipe.find_elements(By.CSS_SELECTOR, "tbody tr")
+        }
+        assert set(lines) == {"compact", "compact_cls", "slow_cls"}
+        assert "0.900" in lines["slow_cls"] and "✗ 20.0, 4/8 laps, 12 interv." in lines["slow_cls"]
+        scatter = driver.find_element(By.CSS_SELECTOR, "figure.f1-latency img")
+        assert scatter.is_displayed() and scatter.size["width"] > 100
+        caption = driver.find_element(By.CSS_SELECTOR, "figure.f1-latency figcaption").text
+        assert "estimates" in caption and "rpi4-tflite" in caption
         images = driver.find_elements(By.TAG_NAME, "img")
-        assert len(images) == 6
+        assert len(images) == 7
         # Every image decoded: complete, with a natural size (a broken one has 0 x 0).
         sizes = driver.execute_script(
             "return Array.from(document.images).map("
@@ -109,6 +135,9 @@ def test_html_renders_in_chromium(html_page: Path, tmp_path: Path) -> None:
             "return performance.getEntriesByType('resource').map(e => e.name)"
         )
         assert all(u.startswith("data:") for u in urls), urls
+        # No console errors (a broken image or markup shows there).
+        severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not severe, severe
     finally:
         driver.quit()
 

@@ -13,17 +13,31 @@ Ranking (the satisficing recipe: one optimizing number, constraints that must ho
   (``latency <= 50 ms`` at 20 Hz), and the car must never flip. An entry that breaks one
   keeps its score but is ranked below every entry that satisfies them, and is marked
   (``✗ latency 180 ms > 50 ms``): marked, never hidden.
-- **Stale** rows: measured on other hardware (their latencies do not apply here), from a
-  checkpoint trained on another dataset than the current one, or written by another (older)
-  code version. Stale entries are flagged, not dropped.
+  The latency judged is the entry's own median on its target (measured here, replayed
+  from a profile, or estimated for a car computer); fixed and zero settings are judged on
+  the pilot's offline latency.
+- **Stale** rows: measured on other hardware (their latencies do not apply here), profiled
+  on another device than the target's latest profile or for another model, estimated with
+  car constants that have changed since, from a checkpoint trained on another dataset than
+  the current one, or written by another (older) code version. Stale entries are flagged,
+  not dropped (:mod:`evaluation.report.context` has the rules).
 
-An *entry* is one pilot (name + checkpoint sha256) at one latency setting; its runs are the
-newest row for each (track, track geometry, direction, speed, laps, seed).
+An *entry* is one pilot (name + checkpoint sha256) on one *target* (this machine, a car
+computer or a profiled device: the row's ``car``) at one latency setting; its runs are the
+newest row for each (track, track geometry, direction, speed, laps, seed). Every table
+shows the target; entries are sorted by target (this machine first) and ranked within it,
+so each target has its own board (in HTML, a header row per target).
+
+The recipe (a slow but accurate classifier looks good offline and crashes on the car):
+:mod:`evaluation.report.recipe` puts each pilot's offline macro F1 and counted MFLOP beside
+its runtime and closed-loop result on every target (the Markdown and HTML "recipe's
+table") and draws macro F1 against latency with each target's Pareto front (HTML).
 
 One module per job, every name re-exported here:
 
 - ``context``: :class:`Context` (this machine, code version, dataset) and the stale marks;
 - ``ranking``: run scores, :class:`Entry`, :func:`rank_entries`, :func:`sweep_summary`;
+- ``recipe``: the recipe's table rows, the F1-vs-latency points, :func:`pareto_front`;
 - ``tables``: :class:`Report` (computed once from the store) and its :class:`Table` s;
 - ``text``: terminal, Markdown and CSV; ``figures``: the PNG plots; ``html_page``: the page;
 - ``write``: :func:`write_reports`; ``cli``: ``python -m evaluation.report``.
@@ -34,12 +48,20 @@ from __future__ import annotations
 from evaluation.report.cli import main
 from evaluation.report.context import (
     CONTROL_PERIOD_MS,
+    THIS_MACHINE,
     Context,
+    car_model_hash,
     code_version,
     current_context,
+    latest_profile_hardware,
     stale_reasons,
 )
-from evaluation.report.figures import learning_curve_figure, sweep_figure, trajectory_figures
+from evaluation.report.figures import (
+    f1_latency_figure,
+    learning_curve_figure,
+    sweep_figure,
+    trajectory_figures,
+)
 from evaluation.report.html_page import render_html
 from evaluation.report.ranking import (
     Entry,
@@ -49,6 +71,14 @@ from evaluation.report.ranking import (
     run_score,
     sweep_summary,
 )
+from evaluation.report.recipe import (
+    F1Point,
+    RecipeRow,
+    TargetColumn,
+    f1_latency_points,
+    pareto_front,
+    recipe_rows,
+)
 from evaluation.report.tables import Report, Table, build_report
 from evaluation.report.text import render_markdown, render_terminal, write_csv
 from evaluation.report.write import FORMATS, report_json, write_reports
@@ -56,18 +86,28 @@ from evaluation.report.write import FORMATS, report_json, write_reports
 __all__ = [
     "CONTROL_PERIOD_MS",
     "FORMATS",
+    "THIS_MACHINE",
     "Context",
     "Entry",
+    "F1Point",
+    "RecipeRow",
     "Report",
     "Table",
+    "TargetColumn",
     "build_report",
+    "car_model_hash",
     "code_version",
     "completion",
     "current_context",
+    "f1_latency_figure",
+    "f1_latency_points",
     "latest_offline",
+    "latest_profile_hardware",
     "learning_curve_figure",
     "main",
+    "pareto_front",
     "rank_entries",
+    "recipe_rows",
     "render_html",
     "render_markdown",
     "render_terminal",

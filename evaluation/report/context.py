@@ -1,27 +1,116 @@
-"""What report rows are judged against: this machine, this code, the current dataset.
+"""What report rows are judged against: this machine, this code, the current dataset, the
+current car computers and the profiles in use.
 
-A row is *stale* when it was measured on other hardware (its latency does not apply
-here), comes from a checkpoint trained on another dataset than the current one, or was
-written by another code version (:func:`evaluation.results.code_version`, the one rows
-are written with).
+A row's *target* is the machine its latency is for (``car``): ``None`` is this machine
+(``measured``, ``fixed`` and ``zero`` rows, and rows written before schema 2, which lack
+the key); a reference car computer's name for ``estimated`` rows (and ``profile`` rows
+given with ``--car``); the profiled device's description for other ``profile`` rows.
+
+A row is *stale* (:func:`stale_reasons`) for any of:
+
+- ``hardware``: a ``measured`` row (or an offline row, or a row without ``latency_mode``)
+  whose hardware fingerprint is not this machine's: its latency does not apply here.
+  Profile, estimated, fixed and zero rows are not compared with this machine.
+- ``profile hardware``: a ``profile`` row whose ``profile_hardware`` is not the most recent
+  profile fingerprint used for the same target among the rows being reported
+  (:attr:`Context.profile_hardware`, from :func:`latest_profile_hardware`): the car was
+  profiled again on another device, and this row's latency is from the old one.
+- ``profile model``: a row whose ``profile_model_sha256`` is set and is neither its
+  ``checkpoint_sha256`` nor its ``source_sha256`` (a column or in ``extra``, when an
+  exported model names its source): the profile timed another model.
+- ``car model``: an ``estimated`` row whose car is no longer in
+  :data:`evaluation.cars.CARS`, or whose ``car_model`` (set) is not the hash of that car's
+  current constants (:func:`car_model_hash`): the estimate was made with other figures.
+- ``dataset``: the checkpoint was trained on another dataset than the current one.
+- ``code``: written by another code version (:func:`evaluation.results.code_version`, the
+  one rows are written with).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from evaluation.cars import CARS, CarComputer
 from evaluation.latency import hardware_fingerprint
 from evaluation.results import code_version
 from evaluation.store import Store
 
-__all__ = ["CONTROL_PERIOD_MS", "Context", "current_context", "stale_reasons"]
+__all__ = [
+    "CONTROL_PERIOD_MS",
+    "THIS_MACHINE",
+    "Context",
+    "car_model_hash",
+    "current_context",
+    "latest_profile_hardware",
+    "stale_reasons",
+    "target_label",
+    "target_name",
+]
 
 #: The camera and control loop run at 20 Hz: a pilot slower than this misses frames.
 CONTROL_PERIOD_MS = 50.0
+
+
+#: How a row whose latency is for this machine (``car`` is None) names its target.
+THIS_MACHINE = "this machine"
+
+try:  # the closed loop's charging module owns the hash the rows were written with
+    from evaluation.charge import car_model_hash
+except ImportError:  # not in this tree yet: the same function
+
+    def car_model_hash(car: CarComputer) -> str:
+        """A short hash of a car computer's constants: estimates made with other constants
+        are stale."""
+        text = json.dumps(
+            {
+                "name": car.name,
+                "overhead_ms": car.overhead_ms,
+                "ms_per_mflop": car.ms_per_mflop,
+                "tail": [car.p95_ratio, car.p99_ratio, car.max_ratio],
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def target_name(row: Mapping[str, Any]) -> str:
+    """The row's target: ``this machine`` or the car (computer or profiled device)."""
+    car = row.get("car")
+    return str(car) if car else THIS_MACHINE
+
+
+def target_label(mode: str | None, car: str | None) -> str:
+    """How a latency is labelled: ``this machine``, ``estimated for NAME``, ``profile: DEVICE``."""
+    if not car:
+        return "profile: " + THIS_MACHINE if mode == "profile" else THIS_MACHINE
+    if mode == "estimated":
+        return f"estimated for {car}"
+    if mode == "profile":
+        return f"profile: {car}"
+    return str(car)
+
+
+def latest_profile_hardware(rows: Iterable[Mapping[str, Any]]) -> dict[str | None, str]:
+    """Per target (``car``), the ``profile_hardware`` of its most recent profile row (the
+    highest id, rows without one in the order given)."""
+    latest: dict[str | None, tuple[float, int, str]] = {}
+    for i, r in enumerate(rows):
+        hw = r.get("profile_hardware")
+        if (r.get("latency_mode") or "measured") != "profile" or not hw:
+            continue
+        key = (float(r.get("id") or 0), i)
+        car = r.get("car") or None
+        if car not in latest or key >= latest[car][:2]:
+            latest[car] = (*key, str(hw))
+    return {car: hw for car, (_, _, hw) in latest.items()}
 
 
 @functools.cache
@@ -40,6 +129,9 @@ class Context:
     dataset_fingerprint: str | None = None  # None: never flag for the dataset
     check_hardware: bool = True  # compare each row's hardware with this machine's
     control_period_ms: float = CONTROL_PERIOD_MS  # the latency constraint
+    # per target (car), the most recent profile's device fingerprint among the rows being
+    # reported (None: not known yet; rank_entries and build_report fill it from the rows)
+    profile_hardware: Mapping[str | None, str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not (self.control_period_ms > 0 and math.isfinite(self.control_period_ms)):
@@ -50,6 +142,12 @@ class Context:
         # Rows name the device as described ("cpu (AMD EPYC, 2 cores)"): its first word.
         name = str(device or "cpu").split(" ", 1)[0] or "cpu"
         return _hardware(name) if self.check_hardware else None
+
+    def for_rows(self, rows: Iterable[Mapping[str, Any]]) -> Context:
+        """This context with :attr:`profile_hardware` taken from ``rows`` (kept when set)."""
+        if self.profile_hardware is not None:
+            return self
+        return dataclasses.replace(self, profile_hardware=latest_profile_hardware(rows))
 
 
 def current_context(
@@ -68,12 +166,35 @@ def current_context(
     )
 
 
+def _profile_model_ok(row: Mapping[str, Any]) -> bool:
+    timed = row.get("profile_model_sha256")
+    if not timed:
+        return True
+    extra = row.get("extra") if isinstance(row.get("extra"), Mapping) else {}
+    ours = {row.get("checkpoint_sha256"), row.get("source_sha256"), extra.get("source_sha256")}
+    return timed in ours - {None}
+
+
 def stale_reasons(row: Mapping[str, Any], ctx: Context) -> list[str]:
-    """Why ``row`` may no longer describe this setup: ``hardware``, ``dataset``, ``code``."""
+    """Why ``row`` may no longer describe this setup, in this order: ``hardware``,
+    ``profile hardware``, ``profile model``, ``car model``, ``dataset``, ``code`` (the
+    module docstring says when each applies)."""
     out = []
-    here = ctx.hardware_for(row.get("device"))
-    if here is not None and row.get("hardware") and row["hardware"] != here:
-        out.append("hardware")
+    mode = row.get("latency_mode") or "measured"
+    if mode == "measured":
+        here = ctx.hardware_for(row.get("device"))
+        if here is not None and row.get("hardware") and row["hardware"] != here:
+            out.append("hardware")
+    if mode == "profile" and ctx.profile_hardware:
+        latest = ctx.profile_hardware.get(row.get("car") or None)
+        if latest and row.get("profile_hardware") and row["profile_hardware"] != latest:
+            out.append("profile hardware")
+    if not _profile_model_ok(row):
+        out.append("profile model")
+    if mode == "estimated":
+        car = CARS.get(str(row.get("car") or ""))
+        if car is None or (row.get("car_model") and row["car_model"] != car_model_hash(car)):
+            out.append("car model")
     fp = row.get("dataset_fingerprint")
     if ctx.dataset_fingerprint and fp and fp != ctx.dataset_fingerprint:
         out.append("dataset")

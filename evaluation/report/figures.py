@@ -1,5 +1,5 @@
 """The HTML report's figures, each a base64 PNG: trajectories over the track maps,
-learning curves, the latency sweep."""
+learning curves, the latency sweep, macro F1 against latency per target."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from evaluation.report.ranking import Entry, _num
+from evaluation.report.recipe import pareto_front
 from evaluation.report.tables import Report
 from tracks import load_track
 from tracks.plot import plot_track
 
-__all__ = ["learning_curve_figure", "sweep_figure", "trajectory_figures"]
+__all__ = ["f1_latency_figure", "learning_curve_figure", "sweep_figure", "trajectory_figures"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,11 @@ def sweep_figure(report: Report) -> str | None:
     fig = _figure(10, 3.8)
     ax1 = fig.add_subplot(1, 2, 1)
     ax2 = fig.add_subplot(1, 2, 2)
-    measured = {(e.pilot, e.checkpoint_sha256): e.latency_ms for e in report.entries}
+    measured = {
+        (e.pilot, e.checkpoint_sha256): e.latency_ms
+        for e in report.entries
+        if e.car is None and e.latency_label == "measured"
+    }
     for s in report.sweeps:
         xs = [p["latency_ms"] for p in s["points"]]
         line = ax1.plot(xs, [p["score"] for p in s["points"]], marker="o", label=s["pilot"])[0]
@@ -197,3 +202,70 @@ def sweep_figure(report: Report) -> str | None:
     ax2.set_title("interventions vs latency", fontsize=10)
     fig.tight_layout()
     return _png_b64(fig)
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "*", "X")
+
+
+def f1_latency_figure(report: Report) -> tuple[str, str] | None:
+    """``(caption, base64 PNG)``: each classifier on each target as (median latency, test
+    macro F1), one colour and marker per target; each target's Pareto front as a step line;
+    the control period as a vertical line; runs that crashed in closed loop outlined red
+    with a red x. None when no pilot has a macro F1."""
+    points = report.f1_points()
+    if not points:
+        return None
+    targets = [t for t in report.targets if any(p.target == t for p in points)]
+    fig = _figure(7.5, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = [p.latency_ms for p in points]
+    right = max(max(xs), report.ctx.control_period_ms) * 2.0
+    for i, t in enumerate(targets):
+        mine = [p for p in points if p.target == t]
+        color = f"C{i % 10}"
+        marker = _MARKERS[i % len(_MARKERS)]
+        ax.scatter(
+            [p.latency_ms for p in mine], [p.macro_f1 for p in mine], s=55, marker=marker,
+            color=color, edgecolors=["red" if p.crashed else color for p in mine],
+            linewidths=[2.2 if p.crashed else 0.8 for p in mine], zorder=4, label=t.label,
+        )  # fmt: skip
+        for p in mine:
+            if p.crashed:
+                ax.plot(p.latency_ms, p.macro_f1, "x", color="red", ms=11, mew=1.6, zorder=5)
+            ax.annotate(
+                p.pilot, p.xy, xytext=(4, 4), textcoords="offset points", fontsize=7, color="#333"
+            )
+        front = pareto_front(p.xy for p in mine)
+        fx = [x for x, _ in front] + [right]
+        fy = [y for _, y in front] + [front[-1][1]]
+        ax.step(fx, fy, where="post", color=color, lw=1.2, ls="-", alpha=0.7, zorder=3)
+    period = report.ctx.control_period_ms
+    ax.axvline(period, color="k", lw=1, ls="--", zorder=2)
+    ax.text(period, 0.02, " control period", rotation=90, va="bottom", ha="right", fontsize=8)
+    if any(p.crashed for p in points):
+        ax.plot([], [], "x", color="red", ms=9, mew=1.6, label="crashed in closed loop")
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) / 2.0, right)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("median latency [ms] (log)")
+    ax.set_ylabel("test macro F1")
+    ax.grid(True, lw=0.3, which="both")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    estimates = [str(t.car) for t in targets if t.estimate]
+    profiles = [str(t.car or "this machine") for t in targets if t.mode == "profile"]
+    subtitle = f"estimates (not measured): {', '.join(estimates)}" if estimates else "no estimates"
+    if profiles:
+        subtitle += f"; profiles replayed: {', '.join(profiles)}"
+    ax.set_title(f"macro F1 vs latency per target\n{subtitle}", fontsize=9)
+    fig.tight_layout()
+    caption = (
+        "Test macro F1 against median latency, one marker per target; lines: each target's "
+        "Pareto front (the best F1 at that latency or less); dashed: the "
+        f"{period:g} ms control period; red outline and x: crashed in closed loop. "
+        + (
+            f"Latencies for {', '.join(estimates)} are estimates from counted FLOPs."
+            if estimates
+            else "Every latency here was measured or profiled."
+        )
+    )
+    return caption, _png_b64(fig)

@@ -6,7 +6,12 @@ import html
 import re
 from collections.abc import Sequence
 
-from evaluation.report.figures import learning_curve_figure, sweep_figure, trajectory_figures
+from evaluation.report.figures import (
+    f1_latency_figure,
+    learning_curve_figure,
+    sweep_figure,
+    trajectory_figures,
+)
 from evaluation.report.tables import Report, Table, _short
 
 __all__ = ["render_html"]
@@ -20,6 +25,7 @@ th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f2f2f2} td.num{text-align:right;font-variant-numeric:tabular-nums}
 table.classes td{font-size:11px;text-align:center}
 tr.infeasible{background:#fff0f0} tr.stale td{color:#777}
+tr.group th{background:#e4ecf7;text-align:left;font-size:14px}
 .bad{color:#b00020;font-weight:600} .ok{color:#1b7f1b}
 .note{color:#555;font-size:12px;max-width:1100px}
 pre{background:#f7f7f7;padding:.8em;white-space:pre-wrap}
@@ -31,18 +37,29 @@ img{max-width:100%;height:auto}
 _NUMERIC = re.compile(r"^[-+]?[0-9.]+(\s*[/(].*)?$")
 
 
-def _html_table(t: Table, row_classes: Sequence[str] | None = None) -> str:
+def _html_table(
+    t: Table,
+    row_classes: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
+) -> str:
+    """The table under its heading; ``groups`` (one label per row) puts a header row
+    before each run of rows with the same label (the board's section per target)."""
     out = [f"<h2>{html.escape(t.title)}</h2>", f'<table class="{t.css_class}">', "<thead><tr>"]
     out += [f"<th>{html.escape(h)}</th>" for h in t.headers]
     out.append("</tr></thead><tbody>")
     for i, row in enumerate(t.rows):
+        if groups and (i == 0 or groups[i] != groups[i - 1]):
+            out.append(
+                f'<tr class="group"><th colspan="{len(t.headers)}">'
+                f"{html.escape(groups[i])}</th></tr>"
+            )
         cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
         cells = []
         for c in row:
             text = c if t.raw_html_cells else html.escape(c)
             if not t.raw_html_cells and c.startswith("✗"):
                 text = f'<span class="bad">{text}</span>'
-            elif c == "✓":
+            elif not t.raw_html_cells and c.startswith("✓"):
                 text = f'<span class="ok">{text}</span>'
             num = ' class="num"' if _NUMERIC.match(c) else ""
             cells.append(f"<td{num}>{text}</td>")
@@ -77,7 +94,19 @@ def render_html(report: Report) -> str:
         )
         for e in report.entries
     ]
-    parts.append(_html_table(board, classes))
+    groups = [e.target for e in report.entries]
+    parts.append(_html_table(board, classes, groups if len(set(groups)) > 1 else None))
+    recipe = report.recipe_table()
+    if recipe is not None:
+        parts.append(_html_table(recipe))
+        scatter = f1_latency_figure(report)
+        if scatter:
+            cap, b64 = scatter
+            parts.append("<h2>Macro F1 against latency</h2>")
+            parts.append(
+                f'<figure class="f1-latency">{_img(b64, "macro F1 vs latency")}'
+                f"<figcaption>{html.escape(cap)}</figcaption></figure>"
+            )
     parts.append(_html_table(report.offline_table()))
     ct = report.class_table(html_cells=True)
     if ct is not None:

@@ -1,11 +1,17 @@
-"""Ranking: one run's score, entries (a pilot at one latency setting), their order.
+"""Ranking: one run's score, entries (a pilot on one target at one latency setting), their
+order.
 
 - **Score** (optimizing): per run, ``autonomy/100`` (clamped to [0, 1]) times the
   completed fraction of the target laps (capped at 1); an entry's score is 100 times the
   mean over its runs. Ties break on the lower mean ``|cross-track error|``, then the
   lower mean lap time.
 - **Constraints** (satisficing): median latency within the control period, no flips. An
-  entry that breaks one keeps its score but ranks below every entry that meets them.
+  entry that breaks one keeps its score but ranks below every entry that meets them. The
+  latency judged is the entry's own (measured, profile or estimated median); fixed and
+  zero settings are judged on the pilot's offline (this machine's) latency.
+- **Targets**: the same pilot on this machine and estimated for a car computer are two
+  entries. Entries are ordered by target (this machine first, then the others by name)
+  and ranked within their target: each target has its own board, ``#`` 1 at its top.
 - The latency sweep's summary: the fraction of clean runs at each charged latency.
 """
 
@@ -17,15 +23,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from evaluation.report.context import Context, stale_reasons
+from evaluation.report.context import THIS_MACHINE, Context, stale_reasons, target_label
 
 __all__ = [
+    "OWN_LATENCY",
     "Entry",
     "completion",
     "latest_offline",
     "rank_entries",
     "run_score",
     "sweep_summary",
+    "target_order",
 ]
 
 
@@ -70,14 +78,18 @@ def _latency_label(row: Mapping[str, Any]) -> str:
     return "0" if mode == "zero" else str(mode)
 
 
+#: Latency modes whose charged latency is the pilot's own on its target (judged as is).
+OWN_LATENCY = ("measured", "profile", "estimated")
+
+
 @dataclass
 class Entry:
-    """One pilot (checkpoint) at one latency setting, with its aggregated runs."""
+    """One pilot (checkpoint) on one target at one latency setting, with its aggregated runs."""
 
     pilot: str
     pilot_kind: str | None
     checkpoint_sha256: str | None
-    latency_label: str  # measured | 0 | 70ms
+    latency_label: str  # measured | profile | estimated | 0 | 70ms
     runs: list[dict[str, Any]]
     score: float
     latency_ms: float | None  # median latency charged (or measured offline)
@@ -85,11 +97,30 @@ class Entry:
     violations: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
     partial: str | None = None  # "2/4 runs" when it lacks runs the others have
-    rank: int = 0
+    rank: int = 0  # within its target
+    car: str | None = None  # the target: None = this machine
+    latency_p99_ms: float | None = None
+    latency_source: str = ""  # the newest run's, e.g. "estimated for X from 10.2 MFLOP (...)"
+    mflop: float | None = None  # counted MFLOP per frame, when the runs say
 
     @property
     def feasible(self) -> bool:
         return not self.violations
+
+    @property
+    def target(self) -> str:
+        """``this machine`` or the car computer (or profiled device)."""
+        return self.car or THIS_MACHINE
+
+    @property
+    def target_label(self) -> str:
+        """``this machine``, ``estimated for NAME`` or ``profile: DEVICE``."""
+        return target_label(self.latency_label, self.car)
+
+    @property
+    def clean(self) -> bool:
+        """Every run completed its laps without an intervention."""
+        return bool(self.runs) and all(_clean_run(r) for r in self.runs)
 
     def _sum(self, key: str) -> int | None:
         vals = [r.get(key) for r in self.runs if r.get(key) is not None]
@@ -149,19 +180,28 @@ class Entry:
         return ("stale: " + ", ".join(self.stale)) if self.stale else ""
 
     @property
+    def pilot_label(self) -> str:
+        """The pilot, with its latency setting when it is not its own (``p @70ms``)."""
+        if self.latency_label in OWN_LATENCY:
+            return self.pilot
+        return f"{self.pilot} @{self.latency_label}"
+
+    @property
     def label(self) -> str:
-        return (
-            self.pilot
-            if self.latency_label == "measured"
-            else f"{self.pilot} @{self.latency_label}"
-        )
+        """The pilot, its setting and its target when that is not this machine."""
+        return self.pilot_label + (f" @{self.car}" if self.car else "")
+
+
+def target_order(car: str | None) -> tuple[bool, str]:
+    """Sort key of a target: this machine first, then the others by name."""
+    return (car is not None, str(car or ""))
 
 
 def _sort_key(e: Entry) -> tuple:
     inf = float("inf")
     cte = e.mean_abs_cte if e.mean_abs_cte is not None else inf
     lap = e.mean_lap_time if e.mean_lap_time is not None else inf
-    return (not e.feasible, -round(e.score, 9), cte, lap, e.pilot)
+    return (*target_order(e.car), not e.feasible, -round(e.score, 9), cte, lap, e.pilot)
 
 
 def latest_offline(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -177,10 +217,13 @@ def rank_entries(
     ctx: Context,
     offline_rows: Iterable[Mapping[str, Any]] = (),
 ) -> list[Entry]:
-    """Group rows into entries, score them, mark constraints and staleness, and rank."""
+    """Group rows into entries (pilot, checkpoint, target, latency setting), score them,
+    mark constraints and staleness, and rank them within each target."""
+    rows = sorted(closed_loop_rows, key=lambda r: r.get("id") or 0)
+    ctx = ctx.for_rows(rows)
     groups: dict[tuple, dict[tuple, dict[str, Any]]] = {}
-    for r in sorted(closed_loop_rows, key=lambda r: r.get("id") or 0):
-        ekey = (r["pilot"], r.get("checkpoint_sha256"), _latency_label(r))
+    for r in rows:
+        ekey = (r["pilot"], r.get("checkpoint_sha256"), r.get("car") or None, _latency_label(r))
         rkey = (
             r.get("track"),
             r.get("track_hash"),
@@ -192,17 +235,19 @@ def rank_entries(
         groups.setdefault(ekey, {})[rkey] = dict(r)  # newer rows replace older ones
     offline = latest_offline(offline_rows)
     entries = []
-    for (pilot, sha, label), runs_by_key in groups.items():
+    for (pilot, sha, car, label), runs_by_key in groups.items():
         runs = list(runs_by_key.values())
-        measured = [r for r in runs if (r.get("latency_mode") or "measured") == "measured"]
-        latency = _median(r.get("latency_ms") for r in measured)
-        p95 = _median(r.get("latency_p95_ms") for r in measured)
+        own = [r for r in runs if (r.get("latency_mode") or "measured") in OWN_LATENCY]
+        latency = _median(r.get("latency_ms") for r in own)
+        p95 = _median(r.get("latency_p95_ms") for r in own)
+        p99 = _median(r.get("latency_p99_ms") for r in own)
         if latency is None:  # fixed/zero runs: judge the pilot's real (offline) latency
             bench = [
                 o for o in offline if o.get("pilot") == pilot and o.get("checkpoint_sha256") == sha
             ]
             latency = _median(o.get("latency_median_ms") for o in bench)
             p95 = _median(o.get("latency_p95_ms") for o in bench)
+            p99 = None
         period = _median(r.get("control_period_ms") for r in runs) or ctx.control_period_ms
         violations = []
         if latency is None:
@@ -225,6 +270,10 @@ def rank_entries(
                 latency_p95_ms=p95,
                 violations=violations,
                 stale=stale,
+                car=car,
+                latency_p99_ms=p99,
+                latency_source=str(runs[-1].get("latency_source") or ""),
+                mflop=_median(r.get("mflop") for r in runs),
             )
         )
     most = max((len(e.runs) for e in entries), default=0)
@@ -232,8 +281,10 @@ def rank_entries(
         if len(e.runs) < most:
             e.partial = f"{len(e.runs)}/{most} runs"
     entries.sort(key=_sort_key)
-    for i, e in enumerate(entries, 1):
-        e.rank = i
+    ranked: dict[str | None, int] = {}  # entries ranked so far per target
+    for e in entries:
+        ranked[e.car] = ranked.get(e.car, 0) + 1
+        e.rank = ranked[e.car]
     return entries
 
 
@@ -243,19 +294,19 @@ def _clean_run(row: Mapping[str, Any]) -> bool:
 
 
 def sweep_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per pilot (checkpoint): the fraction of clean runs (all laps, no intervention) at each
-    swept latency, and the largest latency up to which every run was clean (``max_ok_ms``,
-    None if even the smallest failed) -- ``evaluation.runner.max_ok_latency``'s rule."""
+    """Per pilot (checkpoint) and target (``car``): the fraction of clean runs (all laps, no
+    intervention) at each swept latency, and the largest latency up to which every run was
+    clean (``max_ok_ms``, None if even the smallest failed) --
+    ``evaluation.runner.max_ok_latency``'s rule."""
     groups: dict[tuple, dict[float, list[Mapping[str, Any]]]] = {}
     for r in rows:
         lat = _num(r.get("latency_ms"))
         if lat is None:
             continue
-        groups.setdefault((r["pilot"], r.get("checkpoint_sha256")), {}).setdefault(lat, []).append(
-            r
-        )
+        key = (r["pilot"], r.get("checkpoint_sha256"), r.get("car") or None)
+        groups.setdefault(key, {}).setdefault(lat, []).append(r)
     out = []
-    for (pilot, sha), by_lat in groups.items():
+    for (pilot, sha, car), by_lat in groups.items():
         points = []
         max_ok = None
         broken = False
@@ -282,6 +333,7 @@ def sweep_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             {
                 "pilot": pilot,
                 "checkpoint_sha256": sha,
+                "car": car,
                 "points": points,
                 "max_ok_ms": max_ok,
                 "first_fail_ms": first_fail,

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluation.report.context import stale_reasons
+from evaluation.report.context import THIS_MACHINE, stale_reasons
 from evaluation.report.tables import Report, Table
 
 __all__ = ["render_markdown", "render_terminal", "write_csv"]
@@ -33,8 +33,12 @@ def _text_table(t: Table) -> str:
 
 
 def render_terminal(report: Report) -> str:
-    """The leaderboard and offline tables as aligned plain text."""
-    parts = [_text_table(report.leaderboard_table()), _text_table(report.offline_table())]
+    """The leaderboard (compact: the target column says ``estimated for NAME``) and offline
+    tables as aligned plain text."""
+    parts = [
+        _text_table(report.leaderboard_table(compact=True)),
+        _text_table(report.offline_table()),
+    ]
     sweep = report.sweep_table()
     if sweep is not None:
         parts.append(_text_table(sweep))
@@ -67,9 +71,35 @@ def render_markdown(report: Report) -> str:
     return "\n".join(parts) + "\n"
 
 
+_RECIPE_COLS = [
+    "pilot", "checkpoint_sha256", "output_kind", "macro_f1", "mae", "mflop", "target",
+    "target_label", "latency_ms", "latency_p99_ms", "score", "laps_completed", "laps_target",
+    "interventions", "clean",
+]  # fmt: skip
+
+
+def _recipe_csv_rows(report: Report) -> list[list[Any]]:
+    rows = []
+    for r in report.recipe:
+        for col in report.targets:
+            e = r.entries.get(col)
+            closed = (
+                [e.latency_p99_ms, round(e.score, 4), e.laps_completed, e.laps_target,
+                 e.interventions, int(e.clean)]
+                if e is not None
+                else [None] * 6
+            )  # fmt: skip
+            rows.append(
+                [r.pilot, r.checkpoint_sha256, r.output_kind, r.macro_f1, r.mae, r.mflop,
+                 col.car or THIS_MACHINE, col.label, r.latency_ms(col), *closed]
+            )  # fmt: skip
+    return rows
+
+
 def write_csv(report: Report, out_dir: str | Path) -> list[Path]:
-    """``leaderboard.csv`` (one line per entry), ``runs.csv``, ``offline.csv`` and, when
-    there is a sweep, ``sweep.csv``; raw numbers, not the formatted text."""
+    """``leaderboard.csv`` (one line per entry), ``runs.csv``, ``offline.csv``, and when
+    there are offline test rows ``recipe.csv`` (one line per pilot and target) and when
+    there is a sweep ``sweep.csv``; raw numbers, not the formatted text."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -89,7 +119,8 @@ def write_csv(report: Report, out_dir: str | Path) -> list[Path]:
             "rank", "pilot", "pilot_kind", "checkpoint_sha256", "latency_setting", "score",
             "feasible", "violations", "stale", "runs", "runs_completed", "laps_completed",
             "laps_target", "off_track", "interventions", "autonomy", "mean_abs_cte",
-            "max_abs_cte", "mean_lap_time", "latency_ms", "latency_p95_ms",
+            "max_abs_cte", "mean_lap_time", "latency_ms", "latency_p95_ms", "target", "car",
+            "target_label", "latency_source", "latency_p99_ms", "mflop",
         ],
         (
             [
@@ -97,7 +128,8 @@ def write_csv(report: Report, out_dir: str | Path) -> list[Path]:
                 round(e.score, 4), int(e.feasible), "; ".join(e.violations), ",".join(e.stale),
                 len(e.runs), e.runs_completed, e.laps_completed, e.laps_target, e.off_track,
                 e.interventions, e.autonomy, e.mean_abs_cte, e.max_abs_cte, e.mean_lap_time,
-                e.latency_ms, e.latency_p95_ms,
+                e.latency_ms, e.latency_p95_ms, e.target, e.car, e.target_label,
+                e.latency_source, e.latency_p99_ms, e.mflop,
             ]
             for e in report.entries
         ),
@@ -107,7 +139,9 @@ def write_csv(report: Report, out_dir: str | Path) -> list[Path]:
         "direction", "speed", "laps_target", "seed", "latency_mode", "latency_ms",
         "latency_p95_ms", "laps_completed", "off_track", "interventions", "autonomy",
         "mean_abs_cte", "max_abs_cte", "mean_lap_time", "mean_speed", "elapsed_s", "completed",
-        "device", "hardware", "code_version", "date",
+        "device", "hardware", "code_version", "date", "car", "latency_source", "latency_p99_ms",
+        "latency_max_ms", "profile_sha256", "profile_model_sha256", "profile_hardware",
+        "car_model", "mflop",
     ]  # fmt: skip
     write(
         "runs.csv",
@@ -121,14 +155,16 @@ def write_csv(report: Report, out_dir: str | Path) -> list[Path]:
     off_cols = [
         "pilot", "pilot_kind", "checkpoint_sha256", "dataset_fingerprint", "split",
         "output_kind", "n", "mae", "mse", "macro_f1", "accuracy", "latency_median_ms",
-        "latency_p95_ms", "device", "hardware", "code_version", "date", "run_dir",
+        "latency_p95_ms", "device", "hardware", "code_version", "date", "run_dir", "mflop",
     ]  # fmt: skip
     write("offline.csv", off_cols, ([r.get(c) for c in off_cols] for r in report.offline))
+    if report.recipe:
+        write("recipe.csv", _RECIPE_COLS, _recipe_csv_rows(report))
     if report.sweep_rows:
         sw_cols = [
             "pilot", "checkpoint_sha256", "track", "direction", "speed", "seed", "latency_ms",
             "laps_completed", "laps_target", "off_track", "interventions", "autonomy",
-            "completed", "device", "date",
+            "completed", "device", "date", "car",
         ]  # fmt: skip
         write("sweep.csv", sw_cols, ([r.get(c) for c in sw_cols] for r in report.sweep_rows))
     return paths

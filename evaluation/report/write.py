@@ -52,6 +52,8 @@ def report_json(report: Report) -> str:
                 "rank": e.rank,
                 "pilot": e.pilot,
                 "latency": e.latency_label,
+                "target": e.target,
+                "target_label": e.target_label,
                 "score": e.score,
                 "violations": e.violations,
                 "stale": e.stale,
