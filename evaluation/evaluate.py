@@ -37,6 +37,8 @@ from agents.base import PilotNeeds, pilot_metadata, pilot_needs
 from agents.loop import ClosedLoop
 from agents.registry import load_pilot
 from evaluation import runner
+from evaluation.cars import get_car
+from evaluation.charge import LatencyCharge, load_profiles, resolve_charge
 from evaluation.latency import (
     LatencySetting,
     LatencyStats,
@@ -101,7 +103,14 @@ class EvalConfig:
     directions: tuple[str, ...] = DIRECTIONS  # ccw, cw or ccw,cw
     laps: int = 3  # laps per run
     speed: float = 2.0  # m/s, held by cruise control
-    latency: str = "measured"  # "measured", "0" or a fixed value ("70ms", "0.07s")
+    latency: str = "measured"  # "measured", "0", a fixed value ("70ms", "0.07s") or a profile (.json or a directory of them)
+    car: str | None = field(
+        default=None,
+        metadata={
+            "help": "a reference car computer (python -m evaluation.cars list): charge each "
+            "pilot the latency estimated for it there; a matching --latency profile wins"
+        },
+    )
     seeds: tuple[int, ...] = (0,)  # comma-separated seeds: one run per seed
     workers: int = 1  # processes for the runs (1: in this process)
     device: str = "cpu"  # where pilots run: cpu, cuda, cuda:N or auto
@@ -114,7 +123,7 @@ class EvalConfig:
     video_dir: str | None = None  # write a video of every (non-sweep) run into this directory
     out_dir: str | None = None  # append result rows (JSON lines) here; None: no files
     latency_warmup: int = 10  # untimed calls before measuring a pilot's latency
-    latency_calls: int = 50  # timed calls: the measured latency is their median
+    latency_calls: int = 200  # timed calls: their samples are replayed, the median shown
 
     def __post_init__(self) -> None:
         if not self.pilots:
@@ -141,6 +150,8 @@ class EvalConfig:
         if self.latency_warmup < 0 or self.latency_calls < 1:
             raise ValueError("latency_warmup must be >= 0 and latency_calls >= 1")
         self.latency_setting  # noqa: B018 - validates the latency text
+        if self.car is not None:
+            get_car(self.car)  # an unknown name lists the known ones
         resolve_device(self.device)
 
     @property
@@ -157,10 +168,17 @@ class PilotInfo:
     kind: str
     meta: dict[str, Any]
     needs: PilotNeeds  # what it needs from the env
-    latency_mode: str
-    latency_s: float
+    charge: LatencyCharge  # the latency its runs are charged
     stats: LatencyStats | None  # when measured
     device: str
+
+    @property
+    def latency_mode(self) -> str:
+        return self.charge.mode
+
+    @property
+    def latency_s(self) -> float:
+        return self.charge.median_s
 
 
 def _slug(text: str) -> str:
@@ -175,9 +193,13 @@ def prepare_pilot(
     speed: float = 2.0,
     track: Any = "oval",
     warmup: int = 10,
-    n: int = 50,
+    n: int = 200,
+    car: str | None = None,
+    profiles: list[Any] | None = None,
 ) -> PilotInfo:
-    """Load the pilot named by ``spec`` and fix its latency (measured here, once).
+    """Load the pilot named by ``spec`` and fix its latency (:func:`evaluation.charge.
+    resolve_charge`: a matching profile, else ``car``'s estimate, else measured here once,
+    else the fixed value).
 
     The measurement feeds the pilot a real observation of ``track`` in the obs mode and
     camera size it will be evaluated with. The loaded pilot is kept in this process's
@@ -187,7 +209,7 @@ def prepare_pilot(
     runner._PILOT_CACHE[(spec, device, speed)] = pilot
     needs = pilot_needs(pilot)
     stats = None
-    if setting.mode == "measured":
+    if setting.mode == "measured" and car is None:
         env = TrackEnv(
             track=track,
             obs_mode=needs.obs_mode,
@@ -201,7 +223,6 @@ def prepare_pilot(
             stats = measure_latency(pilot, obs, info, warmup=warmup, n=n)
         finally:
             env.close()
-        latency_s = stats.median_s
         logger.info(
             "%s: measured latency median %.2f ms, p95 %.2f ms on %s",
             spec,
@@ -209,17 +230,26 @@ def prepare_pilot(
             stats.p95_ms,
             stats.device,
         )
-    else:
-        latency_s = float(setting.value_s or 0.0)
     meta = pilot_metadata(pilot)
+    charge = resolve_charge(
+        setting,
+        pilot,
+        meta,
+        car=car,
+        stats=stats,
+        device=device,
+        camera=tuple(needs.camera) if needs.obs_mode == "image" else None,
+        profiles=profiles,
+    )
+    if charge.mode in ("profile", "estimated"):
+        logger.info("%s: latency median %.1f ms, %s", spec, charge.median_s * 1e3, charge.source)
     return PilotInfo(
         spec=spec,
         name=str(meta.get("name", getattr(pilot, "name", spec))),
         kind=str(meta.get("kind", "unknown")),
         meta=meta,
         needs=needs,
-        latency_mode=setting.mode,
-        latency_s=latency_s,
+        charge=charge,
         stats=stats,
         device=stats.device if stats else str(meta.get("device", device)),
     )
@@ -244,7 +274,13 @@ def make_row(
     which hardware, with which code, when."""
     meta = pilot.meta
     sha = meta.get("checkpoint_sha256") or meta.get("sha256")
-    measured = result.latency_mode == "measured" and pilot.stats is not None
+    # A sweep point charges a fixed latency here; every other run, the pilot's charge.
+    charge = pilot.charge if not sweep else None
+
+    def ms(v: float | None) -> float | None:
+        return None if v is None else v * 1000.0
+
+    here = describe_device(pilot.device)
     return ResultRow(
         **{name: getattr(result, name) for name in _RUN_FIELDS},
         pilot=pilot.name,
@@ -252,8 +288,17 @@ def make_row(
         pilot_spec=pilot.spec,
         checkpoint_sha256=str(sha) if sha else None,
         dataset_fingerprint=meta.get("dataset_fingerprint"),
-        latency_p95_ms=pilot.stats.p95_ms if measured else None,
-        device=describe_device(pilot.device),
+        latency_p95_ms=ms(charge.p95_s) if charge else None,
+        latency_p99_ms=ms(charge.p99_s) if charge else None,
+        latency_max_ms=ms(charge.max_s) if charge else None,
+        latency_source=charge.source if charge else f"fixed {result.latency_ms:g} ms",
+        car=charge.car if charge else None,
+        profile_sha256=charge.profile_sha256 if charge else None,
+        profile_model_sha256=charge.profile_model_sha256 if charge else None,
+        profile_hardware=charge.hardware if charge and charge.mode == "profile" else None,
+        car_model=charge.car_model if charge else None,
+        mflop=meta.get("mflop"),
+        device=charge.device if charge and charge.mode in ("profile", "estimated") else here,
         hardware=hardware_fingerprint(pilot.device),
         code_version=code_version(),
         date=date or now_iso(),
@@ -274,6 +319,7 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]
     setting = cfg.latency_setting
     for t in cfg.tracks:  # fail before any work on a bad track
         load_track(t)
+    profiles = load_profiles(setting.path) if setting.mode == "profile" and setting.path else None
     pilots = [
         prepare_pilot(
             spec,
@@ -283,6 +329,8 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]
             track=cfg.tracks[0],
             warmup=cfg.latency_warmup,
             n=cfg.latency_calls,
+            car=cfg.car,
+            profiles=profiles,
         )
         for spec in cfg.pilots
     ]
@@ -313,6 +361,7 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]
                         seed,
                         latency_s=p.latency_s,
                         latency_mode=p.latency_mode,
+                        latency_samples=p.charge.samples,
                         video_path=video,
                     )
                     jobs.append((j, p, False))
@@ -389,7 +438,8 @@ def format_table(rows: Sequence[ResultRow]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lat = f"{r.latency_ms:.1f}ms" + ("*" if r.latency_mode == "measured" else "")
+        mark = {"measured": "*", "profile": "p", "estimated": "e"}.get(r.latency_mode, "")
+        lat = f"{r.latency_ms:.1f}ms" + mark
         lines.append(
             f"{r.pilot[:22]:<22} {r.track[:12]:<12} {r.direction:<3} {r.seed:>4} {lat:>12} "
             f"{r.effective_control_hz:>5.1f} {r.laps_completed:>2}/{r.laps_target:<2} "
@@ -398,7 +448,14 @@ def format_table(rows: Sequence[ResultRow]) -> str:
             f"{'yes' if r.ok else 'NO':>3}"
         )
     if any(r.latency_mode == "measured" for r in rows):
-        lines.append("* measured: median batch-1 inference time on this machine")
+        lines.append(
+            "* measured: median batch-1 inference time on this machine (each "
+            "inference draws from the measured samples)"
+        )
+    for car in sorted({r.car for r in rows if r.latency_mode == "estimated" and r.car}):
+        lines.append(f"e estimated for {car} (median; each inference draws from the estimate)")
+    for r in {r.latency_source: r for r in rows if r.latency_mode == "profile"}.values():
+        lines.append(f"p {r.latency_source} (median; each inference draws from its samples)")
     return "\n".join(lines)
 
 

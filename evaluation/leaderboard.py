@@ -16,7 +16,9 @@ Steps (each a function, testable with tiny settings; every name is importable fr
 3. :func:`evaluate_zoo`: the zoo plus ``expert`` and ``classical``, offline on the test
    split (the runs' ``test_metrics.json`` plus the measured latency) and in closed loop,
    latency measured, on the held-out tracks (never used in training) in both directions;
-   a latency sweep for the pilots the story needs. One store transaction.
+   the zoo again in closed loop at the latency estimated for the preset's reference car
+   computer (``--car``, :mod:`evaluation.cars`); a latency sweep for the pilots the
+   story needs. One store transaction.
 4. :func:`~evaluation.story.story_checks` and :func:`write_leaderboard`: the expected
    outcome checked honestly, the reports written (terminal, Markdown, CSV, HTML) and their
    paths printed.
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -47,6 +50,7 @@ import numpy as np
 import torch
 
 from agents.classical import EdgePilot
+from evaluation.cars import get_car
 from evaluation.evaluate import evaluate
 from evaluation.presets import FULL, PRESETS, QUICK, ROLES, TINY, ModelSpec, Preset
 from evaluation.report import (
@@ -141,6 +145,7 @@ def _offline_row(
         "macro_f1": tm.get("macro_f1"),
         "accuracy": tm.get("accuracy"),
         "per_class": classes.get("per_class"),
+        "mflop": first.mflop if first else None,
         "latency_median_ms": first.latency_ms if first else None,
         "latency_p95_ms": first.latency_p95_ms if first else None,
         "device": first.device if first else None,
@@ -223,6 +228,24 @@ def evaluate_zoo(
     )
     _rename(rows, names)
     say(f"  closed loop: {len(rows)} runs in {time.perf_counter() - t0:.0f} s")
+    car_rows: list[ResultRow] = []
+    if preset.reference_car and zoo:
+        # The zoo again, on the reference car: each model at the latency estimated for it
+        # there (a distribution: each inference draws its own), in real closed-loop runs.
+        t0 = time.perf_counter()
+        car_rows = evaluate(
+            [str(m.run_dir) for m in zoo.values()],
+            tracks=preset.eval_tracks,
+            directions=DIRECTIONS,
+            car=preset.reference_car,
+            progress=progress,
+            **common,
+        )
+        _rename(car_rows, names)
+        say(
+            f"  closed loop estimated for {preset.reference_car}: {len(car_rows)} runs in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
     sweep_specs = [str(zoo[r].run_dir) for r in preset.sweep_roles if r in zoo]
     sweep_rows: list[ResultRow] = []
     if sweep_specs and preset.sweep_latencies_ms:
@@ -264,7 +287,7 @@ def evaluate_zoo(
     offline.append(_offline_row("classical", "classical", rows, metrics=cm))
     offline += [_offline_row(m.spec.name, "cnn", rows, trained=m) for m in zoo.values()]
     eid = store.add(
-        closed_loop=rows,
+        closed_loop=[*rows, *car_rows],
         sweep=sweep_rows,
         offline=offline,
         context={
@@ -273,9 +296,10 @@ def evaluate_zoo(
             "preset": preset.name,
             "seed": seed,
             "eval_device": device,
+            "reference_car": preset.reference_car,
         },
     )
-    return Evaluation(rows, sweep_rows, offline, eid, names)
+    return Evaluation(rows, sweep_rows, offline, eid, names, car_rows, preset.reference_car)
 
 
 # ---------------------------------------------------------------------------- step 4: reports
@@ -320,6 +344,13 @@ class LeaderboardConfig:
         metadata={"help": "parallel processes (all cores)"},
     )
     threads: int = 1  # torch threads for latency measurement
+    car: str | None = field(
+        default=None,
+        metadata={
+            "help": "reference car computer the zoo is also judged on (python -m "
+            "evaluation.cars list); none: the preset's"
+        },
+    )
     force: bool = False  # ignore caches: record and train again
     progress: bool = False  # progress bars for the closed-loop runs
 
@@ -328,6 +359,8 @@ class LeaderboardConfig:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.workers < 1 or self.threads < 1:
             raise ValueError("--workers and --threads must be >= 1")
+        if self.car is not None:
+            get_car(self.car)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     preset = PRESETS[cfg.preset]
+    if cfg.car is not None:
+        preset = dataclasses.replace(preset, reference_car=cfg.car)
     out = Path(cfg.out)
     db = Path(cfg.db) if cfg.db else out / "leaderboard.sqlite"
     t_start = time.perf_counter()
@@ -388,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             zoo = train_zoo(preset, data, out, device=cfg.device, force=cfg.force, **kw)
         say(
             f"[3/4] offline + closed loop on held-out {', '.join(preset.eval_tracks)} "
-            "(ccw, cw), latency measured"
+            "(ccw, cw), latency measured here"
+            + (f" and estimated for {preset.reference_car}" if preset.reference_car else "")
         )
         with _timed(timings, "evaluate"):
             ev = evaluate_zoo(

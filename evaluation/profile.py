@@ -545,17 +545,24 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run_main(fn: Any, argv: Sequence[str] | None = None, note: str = "") -> int:
+    """``tracks.cli.run_main`` (Ctrl-C and SIGTERM as in every trackpilot command), or on
+    the car, where the rest of trackpilot's dependencies are absent, a Ctrl-C that ends
+    in one line and exit 130."""
     try:
-        from tracks.cli import run_main  # Ctrl-C and SIGTERM as in every trackpilot command
-    except ImportError:  # on the car, without the rest of trackpilot
+        from tracks.cli import run_main as run_cli  # imports tracks: not on the car
+    except ImportError:
         try:
-            return _main(argv)
+            return fn(argv)
         except KeyboardInterrupt:
-            print("interrupted: nothing written", file=sys.stderr)
+            print(f"interrupted: {note}", file=sys.stderr)
             return 130
+    return run_cli(fn, argv, note=note)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     return run_main(_main, argv, note="nothing written")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(_main, note="nothing written"))

@@ -4,7 +4,9 @@ Each :class:`Check` states one outcome the main job is meant to show and whether
 :class:`Evaluation` (what step 3 produced) bears it out: the compact CNN laps the held-out
 tracks in both directions; the slow classifier has a near-best offline F1 yet crashes at
 its latency (or the latency sweep shows where it would); the counter-clockwise-only model
-without flip augmentation shows a left bias.
+without flip augmentation shows a left bias; and on the reference car computer, at each
+model's latency estimated there, a classifier with best or near-best F1 crashes or needs
+interventions while the compact CNN laps both directions.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Evaluation:
     offline: list[dict[str, Any]]
     evaluation_id: int
     names: dict[str, str]  # pilot spec -> board name
+    car_rows: list[ResultRow] = dataclasses.field(default_factory=list)  # on the reference car
+    car: str | None = None  # the reference car computer (evaluation.cars)
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,55 @@ def story_checks(preset: Preset, ev: Evaluation) -> list[Check]:
     ccw = preset.role("ccw_only")
     if ccw:
         checks.append(_left_bias_check(ccw, compact, rows))
+    if ev.car and compact:
+        checks.append(_car_check(preset, compact, ev))
     return checks
+
+
+def _car_check(preset: Preset, compact: ModelSpec, ev: Evaluation) -> Check:
+    """On the reference car: a near-best-F1 classifier crashes, the compact CNN laps."""
+    name = (
+        f"estimated for {ev.car}: a classifier with best or near-best offline F1 (within "
+        f"0.05) crashes or needs interventions, while {compact.name} laps both directions"
+    )
+    rows = ev.car_rows
+    f1 = {o["pilot"]: o["macro_f1"] for o in ev.offline if o.get("macro_f1") is not None}
+    best = max(f1.values(), default=None)
+    if best is None or not rows:
+        return Check(name, False, "no classifier F1" if best is None else "no runs on the car")
+    runs = _runs(rows, compact.name)
+    clean = [r for r in runs if r.completed and r.interventions == 0]
+    compact_ok = (
+        bool(runs)
+        and len(clean) == len(runs)
+        and {r.direction for r in runs}
+        == {
+            "ccw",
+            "cw",
+        }
+    )
+    parts = [f"{compact.name} at {_lat(runs)}: {len(clean)}/{len(runs)} runs clean"]
+    crashed_any = False
+    for pilot in sorted((p for p in f1 if f1[p] >= best - 0.05), key=lambda p: -f1[p]):
+        mine = _runs(rows, pilot)
+        if not mine:
+            continue
+        bad = [r for r in mine if r.interventions > 0 or not r.completed]
+        crashed_any = crashed_any or bool(bad)
+        parts.append(
+            f"{pilot} (F1 {f1[pilot]:.3f}, best {best:.3f}) at {_lat(mine)}: "
+            f"{len(bad)}/{len(mine)} runs crash or do not finish, "
+            f"{sum(r.interventions for r in mine)} interventions"
+        )
+    return Check(name, compact_ok and crashed_any, "; ".join(parts))
+
+
+def _lat(runs: Sequence[Any]) -> str:
+    if not runs:
+        return "no runs"
+    r = runs[0]
+    p99 = f", p99 {r.latency_p99_ms:.0f}" if r.latency_p99_ms is not None else ""
+    return f"{r.latency_ms:.0f} ms{p99}"
 
 
 def _slow_check(slow: ModelSpec, ev: Evaluation) -> Check:

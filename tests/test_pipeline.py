@@ -40,11 +40,20 @@ def test_tiny_pipeline(
     tiny = lb.PRESETS["tiny"]
     pilots = {"expert", "classical", *(m.name for m in tiny.zoo)}
     with Store(out / "leaderboard.sqlite") as store:
-        rows = store.closed_loop_rows(with_trajectories=True)
+        every = store.closed_loop_rows(with_trajectories=True)
+        rows = [r for r in every if r["car"] is None]  # this machine
+        car = [r for r in every if r["car"] is not None]
         assert {r["pilot"] for r in rows} == pilots
         assert len(rows) == len(pilots) * len(tiny.eval_tracks) * 2  # both directions
         assert {r["track"] for r in rows} == set(tiny.eval_tracks)
         assert all(r["latency_mode"] == "measured" and r["latency_ms"] > 0 for r in rows)
+        # The zoo again on the reference car, at the latency estimated for each model.
+        assert {r["pilot"] for r in car} == {m.name for m in tiny.zoo}
+        assert len(car) == len(tiny.zoo) * len(tiny.eval_tracks) * 2
+        assert all(r["car"] == tiny.reference_car and r["latency_mode"] == "estimated" for r in car)
+        assert all(
+            r["latency_source"].startswith(f"estimated for {tiny.reference_car}") for r in car
+        )
         assert all(len(r["trajectory"]) > 10 for r in rows)
         cnn = [r for r in rows if r["pilot_kind"] == "cnn"]
         assert all(r["checkpoint_sha256"] and r["dataset_fingerprint"] for r in cnn)

@@ -565,8 +565,11 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 
 _ENTRY_POINTS = [
     "agents.expert",
+    "agents.export",
+    "evaluation.cars",
     "evaluation.evaluate",
     "evaluation.leaderboard",
+    "evaluation.profile",
     "evaluation.report",
     "sim.bench",
     "sim.dataset",
