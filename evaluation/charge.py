@@ -136,7 +136,7 @@ def car_model_hash(car: CarComputer) -> str:
             "name": car.name,
             "overhead_ms": car.overhead_ms,
             "ms_per_mflop": car.ms_per_mflop,
-            "tail": [getattr(car, a, None) for a in ("p95_ratio", "p99_ratio", "max_ratio")],
+            "tail": [car.p95_ratio, car.p99_ratio, car.max_ratio],
         },
         sort_keys=True,
         default=str,

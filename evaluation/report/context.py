@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from evaluation.cars import CARS, CarComputer
+from evaluation.cars import CARS
+from evaluation.charge import car_model_hash
 from evaluation.latency import hardware_fingerprint
 from evaluation.results import code_version
 from evaluation.store import Store
@@ -60,25 +59,6 @@ CONTROL_PERIOD_MS = 50.0
 
 #: How a row whose latency is for this machine (``car`` is None) names its target.
 THIS_MACHINE = "this machine"
-
-try:  # the closed loop's charging module owns the hash the rows were written with
-    from evaluation.charge import car_model_hash
-except ImportError:  # not in this tree yet: the same function
-
-    def car_model_hash(car: CarComputer) -> str:
-        """A short hash of a car computer's constants: estimates made with other constants
-        are stale."""
-        text = json.dumps(
-            {
-                "name": car.name,
-                "overhead_ms": car.overhead_ms,
-                "ms_per_mflop": car.ms_per_mflop,
-                "tail": [car.p95_ratio, car.p99_ratio, car.max_ratio],
-            },
-            sort_keys=True,
-            default=str,
-        )
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def target_name(row: Mapping[str, Any]) -> str:
