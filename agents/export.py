@@ -1,4 +1,8 @@
-"""Export a CNN checkpoint to ONNX for the car: ``python -m agents.export CKPT --out M.onnx``.
+"""Export a pilot to ONNX for the car: ``python -m agents.export CKPT --out M.onnx``.
+
+A CNN checkpoint (below), or a stable-baselines3 camera policy written by
+``training.rl`` (:mod:`agents.export_sb3`: PPO or SAC, frame stack and all; policies that
+read simulator state are refused, a car has none).
 
 The graph (opset :data:`OPSET`) takes camera frames as the env gives them, ``image``:
 ``uint8`` ``[N, H, W, 3]`` at the camera the pilot is driven with
@@ -407,6 +411,39 @@ class ExportResult:
     agreement: Agreement
 
 
+def _is_sb3_policy(checkpoint: str | Path) -> bool:
+    from agents.registry import kind_of
+
+    try:
+        kind, _ = kind_of(checkpoint)
+    except ValueError:
+        return False  # load_pilot names the problem
+    return kind.name == "sb3"
+
+
+def _export_sb3(checkpoint: str | Path, out: Path, frames: np.ndarray | None) -> ExportResult:
+    from agents.export_sb3 import check_exportable, describe_sb3, sb3_agreement, sb3_onnx
+    from agents.registry import kind_of
+    from agents.sb3_pilot import load_sb3_pilot
+
+    pilot = load_sb3_pilot(kind_of(checkpoint)[1], device="cpu")
+    check_exportable(pilot)
+    meta = describe_sb3(pilot)
+    data = sb3_onnx(pilot, meta, OPSET)
+    onnx_pilot = OnnxPilot(out, data=data)
+    source = "given"
+    if frames is None:
+        frames, source = rendered_frames(pilot.needs.image_size, CHECK_FRAMES), "rendered"
+    worst = sb3_agreement(pilot, onnx_pilot, np.asarray(frames), TOLERANCE)
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as e:
+        raise ValueError(os_error_line(e, out)) from None
+    # SB3's predict is the reference: one number covers both the raw mean and the action.
+    agreement = Agreement(len(frames), source, worst, worst, worst, 1.0)
+    return ExportResult(out, onnx_pilot.sha256, len(data), meta, agreement)
+
+
 def export_onnx(
     checkpoint: str | Path,
     out: str | Path,
@@ -422,6 +459,8 @@ def export_onnx(
     if out.suffix.lower() != ".onnx":
         raise ValueError(f"{out}: the output must be an .onnx file")
     check_output_file(out)
+    if _is_sb3_policy(checkpoint):
+        return _export_sb3(checkpoint, out, frames)
     pilot = load_pilot(checkpoint, device="cpu", decode=decode)
     camera = pilot.needs.camera
     meta = describe(pilot)
@@ -471,6 +510,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     a = result.agreement
+    if "algo" in result.metadata:
+        print(
+            f"wrote {result.path} ({result.bytes / 1e6:.2f} MB, sha256 {result.sha256[:16]}); "
+            f"onnxruntime vs SB3's predict on {a.frames} {a.source} frames (frame stack "
+            f"{result.metadata['frame_stack']}, one reset mid-way): action max abs diff "
+            f"{a.action_max_abs:.2e}"
+        )
+        return 0
     print(
         f"wrote {result.path} ({result.bytes / 1e6:.2f} MB, sha256 {result.sha256[:16]}); "
         f"onnxruntime vs torch on {a.frames} {a.source} frames: raw max abs diff "

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_mflop"]
+__all__ = ["count_mflop", "count_mflop_fn"]
 
 
 def count_mflop(model: nn.Module, input_size: tuple[int, int] | None = None) -> float:
@@ -30,12 +30,18 @@ def count_mflop(model: nn.Module, input_size: tuple[int, int] | None = None) -> 
     if h < 1 or w < 1:
         raise ValueError(f"input_size must be positive, got {size}")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    was_training = model.training
-    model.eval()
+    return count_mflop_fn(model, torch.zeros(1, 3, h, w, device=device))
+
+
+def count_mflop_fn(module: nn.Module, *inputs: torch.Tensor) -> float:
+    """MFLOP of one forward pass of ``module`` on ``inputs`` (any input layout: an SB3
+    policy's stacked uint8 frames, say), in eval mode under ``torch.inference_mode``; the
+    module's mode is restored after."""
+    was_training = module.training
+    module.eval()
     try:
-        x = torch.zeros(1, 3, h, w, device=device)
         with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            model(x)
+            module(*inputs)
         return counter.get_total_flops() / 1e6
     finally:
-        model.train(was_training)
+        module.train(was_training)

@@ -9,6 +9,12 @@ outputs). Its ``metadata_props`` hold one entry, ``trackpilot``: a JSON object d
 the model (:data:`ONNX_FORMAT`, :data:`ONNX_VERSION`, the camera and input sizes, the
 output kind, the sha256 of the checkpoint it came from, ...; :func:`check_metadata`).
 
+A policy that reads the last ``k`` frames (a stable-baselines3 camera policy trained
+with frame stacking) says so in the metadata's ``frame_stack`` (absent: 1); its graph
+takes ``uint8 [N, H, W, 3k]``, the frames stacked on the channel axis, oldest first, and
+:class:`OnnxPilot` keeps that stack itself (zeros before the first frame after a reset),
+so ``act`` still takes one camera frame.
+
 This module imports only the standard library, numpy, onnxruntime and
 :mod:`agents.needs`, so that it runs on a Raspberry Pi that has ``pip install numpy
 onnxruntime`` and none of torch, PyBullet or the rest of trackpilot's dependencies
@@ -52,6 +58,7 @@ METADATA_KEY = "trackpilot"
 MAX_ONNX_BYTES = 512 << 20
 MAX_METADATA_BYTES = 1 << 20
 MAX_THREADS = 256
+MAX_FRAME_STACK = 16
 OUTPUT_KINDS = ("regression", "classes")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -120,6 +127,13 @@ def check_metadata(meta: Any, path: str = "<onnx>") -> dict[str, Any]:
     mflop = meta.get("mflop")
     if mflop is not None and not (_finite(mflop) and mflop >= 0):
         raise _bad(path, "mflop", f"must be a finite number >= 0 or null, got {mflop!r}")
+    stack = meta.get("frame_stack", 1)
+    if not (isinstance(stack, int) and not isinstance(stack, bool)) or not (
+        1 <= stack <= MAX_FRAME_STACK
+    ):
+        raise _bad(
+            path, "frame_stack", f"must be a whole number in [1, {MAX_FRAME_STACK}], got {stack!r}"
+        )
     return meta
 
 
@@ -180,17 +194,18 @@ def _refuse(constant: str) -> Any:
 
 def _check_graph(session: ort.InferenceSession, meta: Mapping[str, Any], path: str) -> None:
     """The graph's input and outputs are what the metadata says (``image`` at the camera
-    size, ``action`` ``[N, 2]``)."""
+    size with ``3 * frame_stack`` channels, ``action`` ``[N, 2]``)."""
     inputs = session.get_inputs()
     h, w = meta["camera_size"]
+    c = 3 * meta.get("frame_stack", 1)
     if len(inputs) != 1 or inputs[0].name != "image" or inputs[0].type != "tensor(uint8)":
         got = [(i.name, i.type) for i in inputs]
         raise ValueError(f"{path}: the graph must take one uint8 input 'image', it takes {got}")
     shape = list(inputs[0].shape)
-    if len(shape) != 4 or shape[1:] != [h, w, 3]:
+    if len(shape) != 4 or shape[1:] != [h, w, c]:
         raise ValueError(
-            f"{path}: input 'image' has shape {shape}, the metadata's camera_size says "
-            f"[N, {h}, {w}, 3]"
+            f"{path}: input 'image' has shape {shape}, the metadata's camera_size and "
+            f"frame_stack say [N, {h}, {w}, {c}]"
         )
     outputs = {o.name: o for o in session.get_outputs()}
     action = outputs.get("action")
@@ -202,8 +217,9 @@ class OnnxPilot:
     """An exported model behind the ``agents.base.Pilot`` protocol, on onnxruntime's CPU
     provider with ``threads`` intra-op threads (default 1, as torch pilots are judged).
 
-    ``act`` runs the graph on one frame (preprocessing included, in the graph) and
-    returns its ``action``, clipped and checked finite like every pilot's.
+    ``act`` runs the graph on one frame (preprocessing included, in the graph; with a
+    ``frame_stack`` above 1, on the last frames stacked) and returns its ``action``,
+    clipped and checked finite like every pilot's.
     """
 
     def __init__(self, path: str | Path, *, threads: int = 1, data: bytes | None = None) -> None:
@@ -220,22 +236,27 @@ class OnnxPilot:
         self.meta = _metadata(self.session, where)
         _check_graph(self.session, self.meta, where)
         self.camera = tuple(self.meta["camera_size"])
+        self.frame_stack = int(self.meta.get("frame_stack", 1))
+        self._stack: np.ndarray | None = None
         self.name = f"{self.meta['name']}-onnx"
         self.needs = PilotNeeds(
             obs_mode="image", image_size=self.camera, throttle=self.meta["throttle"]
         )
 
     def reset(self) -> None:
-        """Stateless: nothing to forget."""
+        """Forget the stacked frames (a single-frame model keeps nothing)."""
+        self._stack = None
 
     def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(action [N, 2], raw [N, K])`` for a batch of ``uint8`` camera frames."""
+        """``(action [N, 2], raw [N, K])`` for a batch of ``uint8`` camera frames (each
+        ``3 * frame_stack`` channels deep: already stacked)."""
         x = np.ascontiguousarray(images)
         if x.ndim == 3:
             x = x[None]
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (*self.camera, 3):
+        c = 3 * self.frame_stack
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (*self.camera, c):
             raise ValueError(
-                f"{self.name} needs uint8 [N, {self.camera[0]}, {self.camera[1]}, 3] frames, "
+                f"{self.name} needs uint8 [N, {self.camera[0]}, {self.camera[1]}, {c}] frames, "
                 f"got {x.dtype} {x.shape}"
             )
         action, raw = self.session.run(["action", "raw"], {"image": x})
@@ -249,6 +270,12 @@ class OnnxPilot:
                 f"{self.name} needs a uint8 {self.camera[0]}x{self.camera[1]}x3 camera image, "
                 f"got {img.dtype} {img.shape}"
             )
+        if self.frame_stack > 1:
+            if self._stack is None:
+                self._stack = np.zeros((*self.camera, 3 * self.frame_stack), dtype=np.uint8)
+            self._stack[..., :-3] = self._stack[..., 3:].copy()
+            self._stack[..., -3:] = img
+            img = self._stack
         a = self.session.run(["action"], {"image": np.ascontiguousarray(img)[None]})[0][0]
         return as_action(float(a[0]), float(a[1]))
 
@@ -272,6 +299,7 @@ class OnnxPilot:
             "decode": m.get("decode"),
             "dataset_fingerprint": m.get("dataset_fingerprint"),
             "class_values": m.get("class_values"),
+            "frame_stack": self.frame_stack,
         }
 
 

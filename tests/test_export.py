@@ -131,7 +131,11 @@ def test_bad_onnx_files_are_one_clear_error(exported, tmp_path) -> None:
     _with_metadata(result.path, tmp_path / "cam.onnx", lambda m: {**m, "camera_size": [0, 40]})
     cases["cam.onnx"] = "camera_size sides must be in"
     _with_metadata(result.path, tmp_path / "size.onnx", lambda m: {**m, "camera_size": [30, 40]})
-    cases["size.onnx"] = "the metadata's camera_size says"
+    cases["size.onnx"] = "the metadata's camera_size and frame_stack say"
+    _with_metadata(result.path, tmp_path / "stack.onnx", lambda m: {**m, "frame_stack": 2})
+    cases["stack.onnx"] = r"frame_stack say \[N, 32, 40, 6\]"
+    _with_metadata(result.path, tmp_path / "stack0.onnx", lambda m: {**m, "frame_stack": 0})
+    cases["stack0.onnx"] = "frame_stack must be a whole number"
     _with_metadata(result.path, tmp_path / "fmt.onnx", lambda m: {**m, "format": "other"})
     cases["fmt.onnx"] = "not a trackpilot ONNX model"
     for name, message in cases.items():
