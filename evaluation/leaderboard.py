@@ -18,7 +18,9 @@ Steps (each a function, testable with tiny settings; every name is importable fr
    latency measured, on the held-out tracks (never used in training) in both directions;
    the zoo again in closed loop at the latency estimated for the preset's reference car
    computer (``--car``, :mod:`evaluation.cars`); a latency sweep for the pilots the
-   story needs. One store transaction.
+   story needs. One store transaction. ``--backend ray [--address ...]`` runs these
+   closed-loop runs as tasks on a Ray cluster (:mod:`evaluation.backends`); recording and
+   training stay on this machine.
 4. :func:`~evaluation.story.story_checks` and :func:`write_leaderboard`: the expected
    outcome checked honestly, the reports written (terminal, Markdown, CSV, HTML) and their
    paths printed.
@@ -50,6 +52,7 @@ import numpy as np
 import torch
 
 from agents.classical import EdgePilot
+from evaluation.backends import BACKENDS, Backend, check_backend, open_backend
 from evaluation.cars import get_car
 from evaluation.evaluate import evaluate
 from evaluation.presets import FULL, PRESETS, QUICK, ROLES, TINY, ModelSpec, Preset
@@ -202,10 +205,12 @@ def evaluate_zoo(
     device: str | None = None,
     progress: bool = False,
     say: Callable[[str], None] = print,
+    backend: Backend | None = None,
 ) -> Evaluation:
     """Step 3: offline table and closed-loop runs (measured latency) of the zoo, the
     expert and the classical pilot; latency sweep of ``preset.sweep_roles``; one store
-    transaction."""
+    transaction. The runs execute on ``backend`` (default: the process pool with
+    ``workers``)."""
     device = device or preset.eval_device
     specs = ["expert", "classical", *(str(m.run_dir) for m in zoo.values())]
     names = {"expert": "expert", "classical": "classical"}
@@ -216,6 +221,7 @@ def evaluate_zoo(
         seeds=(seed,),
         workers=workers,
         device=device,
+        backend=backend,
     )
     t0 = time.perf_counter()
     rows = evaluate(
@@ -352,6 +358,21 @@ class LeaderboardConfig:
         },
     )
     force: bool = False  # ignore caches: record and train again
+    backend: str = field(
+        default="pool",
+        metadata={
+            "choices": BACKENDS,
+            "help": "where the closed-loop runs execute: pool (this machine's processes) or "
+            "ray (a Ray cluster; pip install -e '.[ray]')",
+        },
+    )
+    address: str | None = field(
+        default=None,
+        metadata={
+            "help": "the Ray cluster for --backend ray: auto, HOST:PORT or ray://HOST:PORT; "
+            "none: a Ray instance started here with --workers CPUs"
+        },
+    )
     progress: bool = False  # progress bars for the closed-loop runs
 
     def __post_init__(self) -> None:
@@ -361,6 +382,10 @@ class LeaderboardConfig:
             raise ValueError("--workers and --threads must be >= 1")
         if self.car is not None:
             get_car(self.car)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.address is not None and self.backend != "ray":
+            raise ValueError("--address is for --backend ray")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -403,6 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(cfg.threads)
         # Opened and checked (integrity, schema, a write rolled back) before a minute is
         # spent recording and training: a bad --db is one error line now, not at [3/4].
+        # Likewise the cluster: an unreachable --address is an error before any work.
+        check_backend(cfg.backend, cfg.address)
         store = Store(db)
     except (StoreError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -426,9 +453,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(ccw, cw), latency measured here"
             + (f" and estimated for {preset.reference_car}" if preset.reference_car else "")
         )
-        with _timed(timings, "evaluate"):
+        with (
+            _timed(timings, "evaluate"),
+            open_backend(cfg.backend, workers=cfg.workers, address=cfg.address) as backend,
+        ):
             ev = evaluate_zoo(
-                preset, zoo, data, store, device=cfg.eval_device, progress=cfg.progress, **kw
+                preset,
+                zoo,
+                data,
+                store,
+                device=cfg.eval_device,
+                progress=cfg.progress,
+                backend=backend,
+                **kw,
             )
         say("[4/4] reports")
         with _timed(timings, "report"):

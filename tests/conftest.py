@@ -37,3 +37,23 @@ def tiny_track() -> object:
 
     th = 2 * np.pi * np.arange(32) / 32
     return Track(np.column_stack([2.0 * np.cos(th), 2.0 * np.sin(th)]), 0.5, 0.5, name="tiny")
+
+
+@pytest.fixture
+def make_cnn_checkpoint() -> Callable[..., object]:
+    """Factory: a tiny untrained CNN checkpoint (``best.json`` + ``best.safetensors``)
+    written into ``directory``; returns the directory (a pilot spec)."""
+
+    def make(directory, arch: str = "compact", input_size=(24, 32), seed: int = 0):
+        import torch
+
+        from agents.cnn import write_checkpoint
+        from agents.models import build_model
+
+        torch.manual_seed(seed)
+        model = build_model(arch, input_size=list(input_size), width=0.5, depth=3)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_checkpoint(directory, "best", model.eval())
+        return directory
+
+    return make
