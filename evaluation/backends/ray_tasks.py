@@ -39,6 +39,7 @@ import ray
 
 from evaluation.backends.base import Backend, RunFailure, this_host
 from evaluation.backends.shipping import PilotBundle, materialise, pack
+from tracks.cli import Terminated
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
@@ -144,6 +145,12 @@ def _connect(address: str | None, workers: int, timeout_s: float) -> bool:
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise RayUnreachable(f"cannot connect to the Ray cluster at {address}: {first}") from None
+    except BaseException as e:  # interrupted while connecting: leave nothing started
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        if isinstance(e, SystemExit) and e.code == signal.SIGTERM:
+            raise Terminated() from None  # Ray's own SIGTERM handler was in place
+        raise
     finally:
         # ray.init installs its own SIGTERM handler: the command's (tracks.cli) stays.
         for sig, handler in handlers.items():
