@@ -3,6 +3,7 @@
     python -m evaluation.bench runs PILOT [--tracks oval,chicane,...] [--laps 1,3]
     python -m evaluation.bench store [--rows 1,10,100,1000,10000]
     python -m evaluation.bench backends PILOT [--runs 24] [--workers 2]
+    python -m evaluation.bench driver [--tasks 2000]
 
 - ``runs``: seconds per closed-loop run of ``PILOT``, per track (its length) and laps,
   in this process with one torch thread (as an evaluation worker runs them): wall time,
@@ -16,6 +17,10 @@
   same CPUs, alternating: runs per minute of each (the pool's start included, Ray on
   its running instance, as a cluster that is up), Ray's first pass (instance and
   workers starting) apart, and whether every backend gave the same results.
+- ``driver``: what the driver spends per finished run, whatever the cluster's size: the
+  result row (``make_row``), and the Ray round trip of a task that only hands a real
+  run's result back (on a local instance: the most results per second one driver takes
+  in before the runs themselves cost anything).
 
 Timings depend on how busy the machine is: run them on a quiet machine and state it.
 """
@@ -37,13 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.backends import RunFailure, open_backend
-from evaluation.evaluate import evaluate
+from evaluation.evaluate import evaluate, make_row, prepare_pilot
+from evaluation.latency import parse_latency
 from evaluation.runner import RunJob, RunResult, run_job, run_many
 from evaluation.store import Store
 from tracks import load_track
 from tracks.cli import run_main
 
-__all__ = ["bench_backends", "bench_runs", "bench_store", "main"]
+__all__ = ["bench_backends", "bench_driver", "bench_runs", "bench_store", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +105,16 @@ def bench_runs(
     return out
 
 
-def _sample_rows(n: int, pilot: str = "expert") -> list[Any]:
-    (row,) = evaluate([pilot], tracks=("oval",), directions=("ccw",), laps=1, latency="0",
+def _sample_rows(n: int, laps: int, pilot: str = "expert") -> list[Any]:
+    (row,) = evaluate([pilot], tracks=("chicane",), directions=("ccw",), laps=laps, latency="0",
                       progress=False)  # fmt: skip
     return [dataclasses.replace(row, seed=i) for i in range(n)]
 
 
-def bench_store(sizes: Sequence[int], *, repeats: int = 3) -> dict[str, Any]:
-    """Seconds per ``Store.add`` of N closed-loop rows (one transaction each), per N."""
-    rows = _sample_rows(max(sizes))
+def bench_store(sizes: Sequence[int], *, repeats: int = 3, laps: int = 3) -> dict[str, Any]:
+    """Seconds per ``Store.add`` of N closed-loop rows (one transaction each), per N; the
+    rows are copies of a real ``laps``-lap run on chicane (its trajectory included)."""
+    rows = _sample_rows(max(sizes), laps)
     points = []
     with tempfile.TemporaryDirectory(prefix="trackpilot-store-bench-") as tmp:
         with Store(Path(tmp) / "bench.sqlite") as store:
@@ -167,7 +174,8 @@ def bench_backends(
     with ``workers`` CPUs. The pool (its start included, as every evaluation pays it)
     and Ray on its running instance alternate for ``rounds`` rounds, so that a change in
     the machine's load hits both; Ray's first pass (instance and workers starting) is
-    reported apart. Medians over the rounds."""
+    reported apart. Medians over the rounds; ``*_workers_busy_pct`` is the share of the
+    workers' time spent inside runs (the rest: starting, loading pilots, dispatch)."""
     jobs = _jobs(pilot, runs, tracks, laps)
     out: dict[str, Any] = {"runs": runs, "workers": workers, "pilot": pilot, "laps": laps,
                            "load_before": round(os.getloadavg()[0], 1)}  # fmt: skip
@@ -178,6 +186,12 @@ def bench_backends(
         return time.perf_counter() - t0, res
 
     pool_s, warm_s, same = [], [], True
+    busy: dict[str, list[float]] = {"pool": [], "ray": []}
+
+    def busy_pct(t: float, res: list[RunResult]) -> float:
+        # share of the workers' time spent inside runs (RunResult.wall_s, timed there)
+        return 100 * sum(r.wall_s for r in res) / (t * workers)
+
     t0 = time.perf_counter()
     with open_backend("ray", workers=workers) as ray_backend:
         out["ray_start_s"] = round(time.perf_counter() - t0, 2)
@@ -186,9 +200,11 @@ def bench_backends(
         for _ in range(rounds):
             t, res = timed("pool")
             pool_s.append(t)
+            busy["pool"].append(busy_pct(t, res))
             same &= all(a.mean_abs_cte == b.mean_abs_cte for a, b in zip(ref, res, strict=True))
             t, res = timed(ray_backend)
             warm_s.append(t)
+            busy["ray"].append(busy_pct(t, res))
             same &= all(a.mean_abs_cte == b.mean_abs_cte for a, b in zip(ref, res, strict=True))
     pool, warm = statistics.median(pool_s), statistics.median(warm_s)
     out["pool_s"] = [round(t, 2) for t in pool_s]
@@ -197,9 +213,51 @@ def bench_backends(
     out["ray_runs_per_min"] = round(60 * runs / warm, 1)
     out["ray_first_pass_runs_per_min"] = round(60 * runs / (out["ray_start_s"] + t_cold), 1)
     out["ray_overhead_pct"] = round(100 * (warm / pool - 1), 1)
+    out["ray_first_pass_overhead_pct"] = round(100 * ((out["ray_start_s"] + t_cold) / pool - 1), 1)
+    for name, values in busy.items():
+        out[f"{name}_workers_busy_pct"] = round(statistics.median(values), 1)
     out["same_results"] = same
     out["sim_s_per_run"] = round(statistics.fmean(r.elapsed_s for r in ref), 2)
     out["load_after"] = round(os.getloadavg()[0], 1)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Echo:
+    """A task that hands back a finished run's result (no simulation)."""
+
+    pilot_spec: str  # "expert": nothing to ship
+    result: RunResult
+
+
+def _echo(job: _Echo) -> RunResult:
+    return job.result
+
+
+def bench_driver(tasks: int, workers: int) -> dict[str, Any]:
+    """Driver-side seconds per finished run: its result row, and Ray's round trip."""
+    result = run_job(RunJob("expert", "chicane", laps=3))
+    if isinstance(result, RunFailure):
+        raise ValueError(result.line())
+    info = prepare_pilot("expert", parse_latency("0"))
+    n = 2000
+    t0 = time.perf_counter()
+    for _ in range(n):
+        make_row(result, info)
+    out: dict[str, Any] = {
+        "make_row_ms": round(1e3 * (time.perf_counter() - t0) / n, 3),
+        "trajectory_points": len(result.trajectory),
+        "tasks": tasks,
+        "workers": workers,
+    }
+    jobs = [_Echo("expert", dataclasses.replace(result, seed=i)) for i in range(tasks)]
+    with open_backend("ray", workers=workers) as backend:
+        list(backend.imap_unordered(_echo, jobs[: 4 * workers]))  # workers up
+        t0 = time.perf_counter()
+        got = sum(1 for _ in backend.imap_unordered(_echo, jobs))
+        dt = time.perf_counter() - t0
+    out["ray_results_per_s"] = round(got / dt, 1)
+    out["ray_ms_per_result"] = round(1e3 * dt / got, 3)
     return out
 
 
@@ -224,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("store", help="rows per second into the leaderboard store")
     s.add_argument("--rows", type=_ints, default=[1, 10, 100, 1000, 5000], help="batch sizes")
     s.add_argument("--repeats", type=int, default=3, help="transactions per size (median)")
+    s.add_argument("--laps", type=int, default=3, help="laps of the run the rows copy")
     b = sub.add_parser("backends", help="runs per minute: process pool against local Ray")
     b.add_argument("pilot", help="a pilot spec")
     b.add_argument("--runs", type=int, default=24, help="closed-loop runs per backend")
@@ -231,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument("--tracks", default="chicane,triangle", help="comma list")
     b.add_argument("--laps", type=int, default=1, help="laps per run")
     b.add_argument("--rounds", type=int, default=2, help="alternating pool / Ray rounds")
-    for p in (r, s, b):
+    d = sub.add_parser("driver", help="driver-side cost per finished run (row, Ray round trip)")
+    d.add_argument("--tasks", type=int, default=2000, help="Ray tasks that echo a result")
+    d.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Ray CPUs")
+    for p in (r, s, b, d):
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -241,12 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             result: Any = bench_runs(args.pilot, tracks, args.laps, repeats=args.repeats)
             text = _table(result)
         elif args.what == "store":
-            result = bench_store(args.rows, repeats=args.repeats)
+            result = bench_store(args.rows, repeats=args.repeats, laps=args.laps)
             text = (
                 _table(result["points"])
                 + "\n"
                 + "\n".join(f"{k}: {v}" for k, v in result.items() if k != "points")
             )
+        elif args.what == "driver":
+            result = bench_driver(args.tasks, args.workers)
+            text = "\n".join(f"{k}: {v}" for k, v in result.items())
         else:
             tracks = [t for t in args.tracks.split(",") if t]
             result = bench_backends(
