@@ -188,6 +188,38 @@ def test_two_workers_share_one_study(postgres_url, tmp_path) -> None:
     assert f"best trial {best.number} " in last_out, last_out
 
 
+@pytest.mark.slow  # uses the server (CI runs this module's slow tests by name)
+def test_workers_opening_a_new_database_at_once(postgres_url) -> None:
+    """Optuna creates its tables on first use: workers racing to do so on a new database
+    collide in PostgreSQL's catalogue (six threads did, every time, before
+    ``study_storage`` opened the storage again); the losers find the tables."""
+    import threading
+
+    import psycopg
+
+    from training.study_storage import StorageError, open_storage
+
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("CREATE DATABASE race")
+    url = postgres_url.rsplit("/", 1)[0] + "/race"
+    start = threading.Barrier(6)
+    errors: list[str] = []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            open_storage(url)
+        except StorageError as e:
+            errors.append(str(e))
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+
+
 def test_unreachable_database_is_one_line_quickly(tmp_path, capsys) -> None:
     from training.search import main
 

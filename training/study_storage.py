@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import time
 from typing import Any
 
 __all__ = ["CONNECT_TIMEOUT_S", "StorageError", "open_storage", "shown_url"]
@@ -23,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for a database server to accept the connection.
 CONNECT_TIMEOUT_S = 10.0
+#: Times to open the storage again after losing the race to create its tables.
+SCHEMA_RACE_RETRIES = 5
 
 
 class StorageError(ValueError):
@@ -44,6 +47,24 @@ def _first_line(exc: BaseException) -> str:
     inner = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's error
     lines = [s.strip() for s in str(inner).strip().splitlines() if s.strip()]
     return lines[0] if lines else type(inner).__name__
+
+
+def _create(optuna: Any, url: str, engine_kwargs: dict[str, Any]) -> Any:
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    # Workers started together on a new database race to create Optuna's tables: the
+    # loser's CREATE TABLE fails (PostgreSQL: a duplicate pg_type row, or "already
+    # exists"). The winner's tables are there a moment later; opening again finds them.
+    attempt = 0
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (IntegrityError, ProgrammingError) as e:
+            if attempt == SCHEMA_RACE_RETRIES:
+                raise
+            attempt += 1
+            logger.info("study tables being created by another worker (%s); again", _first_line(e))
+            time.sleep(0.5 * attempt)
 
 
 def open_storage(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
@@ -80,7 +101,7 @@ def open_storage(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
             "pool_pre_ping": True,
         }
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        storage = _create(optuna, url, engine_kwargs)
     except ImportError as e:  # the database's driver (psycopg, ...)
         missing = getattr(e.__cause__, "name", None) or e.name or _first_line(e)
         raise StorageError(
