@@ -291,6 +291,7 @@ def evaluate_zoo(
         sweep=sweep_rows,
         offline=offline,
         context={
+            "source": "evaluation.leaderboard",
             "dataset_fingerprint": data.fingerprint,
             "dataset": str(data.path),
             "preset": preset.name,
