@@ -10,10 +10,7 @@ after the tiny main job in the slow test.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -133,16 +130,10 @@ def test_only_the_boards_own_earlier_datasets_are_stale(tmp_path):
     assert [p for p, r in rows.items() if stale_reasons(r, ctx_a)] == ["new"]
 
 
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=600,
-    )  # fmt: skip
-
-
 @pytest.mark.slow
-def test_rl_user_and_onnx_pilots_beside_the_zoo(tmp_path, monkeypatch, capsys, one_thread):
+def test_rl_user_and_onnx_pilots_beside_the_zoo(
+    tmp_path, monkeypatch, capsys, one_thread, run_module
+):
     """The tiny main job, then the README's commands as typed (subprocesses): an RL agent
     (``evaluation.evaluate runs/ppo``, every default), a user's checkpoint trained on
     other data and the ONNX export of a zoo model; the report ranks them all on one board,
@@ -158,20 +149,20 @@ def test_rl_user_and_onnx_pilots_beside_the_zoo(tmp_path, monkeypatch, capsys, o
     from training.synthetic import make_synthetic_dataset
 
     make_synthetic_dataset(tmp_path / "mydata", episodes=4, frames=30, size=(32, 40), seed=3)
-    mine = run("training.train", "--data", "mydata", "--out", "runs/mine", "--epochs", "1",
+    mine = run_module("training.train", "--data", "mydata", "--out", "runs/mine", "--epochs", "1",
                "--input-size", "32x40", "--device", "cpu", cwd=tmp_path)  # fmt: skip
     assert mine.returncode == 0, mine.stderr
-    onnx = run("agents.export", str(compact), "--format", "onnx", "--out", "compact.onnx",
+    onnx = run_module("agents.export", str(compact), "--format", "onnx", "--out", "compact.onnx",
                cwd=tmp_path)  # fmt: skip
     assert onnx.returncode == 0, onnx.stderr
 
-    ppo = run("evaluation.evaluate", "runs/ppo", cwd=tmp_path)  # the README's line, as is
+    ppo = run_module("evaluation.evaluate", "runs/ppo", cwd=tmp_path)  # the README's line, as is
     assert ppo.returncode == 0, ppo.stderr
     assert "stored 4 rows in trackpilot_out/leaderboard.sqlite" in ppo.stderr
-    others = run("evaluation.evaluate", "runs/mine", "compact.onnx", "--laps", "1",
+    others = run_module("evaluation.evaluate", "runs/mine", "compact.onnx", "--laps", "1",
                  "--workers", "1", cwd=tmp_path)  # fmt: skip
     assert others.returncode == 0, others.stderr
-    report = run("evaluation.report", cwd=tmp_path)
+    report = run_module("evaluation.report", cwd=tmp_path)
     assert report.returncode == 0, report.stderr
 
     rows = board_lines(report.stdout)

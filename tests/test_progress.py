@@ -17,18 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 PYBULLET_BANNER = re.compile(r"^pybullet build time: ")  # printed by pybullet's import
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def own_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line and not PYBULLET_BANNER.match(line)]
 
@@ -91,8 +79,8 @@ def test_a_terminal_gets_a_real_bar() -> None:
     assert "\r" in out and "tty: " in out and "40/40" in out
 
 
-def test_record_into_a_pipe_writes_no_bar(tmp_path) -> None:
-    proc = run_cli("sim.record", "--tracks", "oval", "--directions", "ccw", "--laps", "1",
+def test_record_into_a_pipe_writes_no_bar(tmp_path, run_module) -> None:
+    proc = run_module("sim.record", "--tracks", "oval", "--directions", "ccw", "--laps", "1",
                    "--episodes", "1", "--image-size", "32x40", "--workers", "1",
                    "--out", str(tmp_path / "ds"), cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -101,8 +89,8 @@ def test_record_into_a_pipe_writes_no_bar(tmp_path) -> None:
     assert len(lines) == 1 and re.match(r"recording: 1/1 ep in \d+\.\d s, frames=\d+$", lines[0])
 
 
-def test_evaluate_into_a_pipe_writes_no_bar(tmp_path) -> None:
-    proc = run_cli("evaluation.evaluate", "expert", "--tracks", "oval", "--directions", "ccw",
+def test_evaluate_into_a_pipe_writes_no_bar(tmp_path, run_module) -> None:
+    proc = run_module("evaluation.evaluate", "expert", "--tracks", "oval", "--directions", "ccw",
                    "--laps", "1", "--workers", "1", "--latency", "0", "--db", "none",
                    cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr

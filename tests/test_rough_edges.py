@@ -97,18 +97,15 @@ def test_readme_f1tenth_example_prints_what_it_says_and_the_car_laps_it(tmp_path
 
 
 # --------------------------------------------------------------------------- sim.drive
-HEADLESS = {"DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER", "SDL_AUDIODRIVER"}
+HEADLESS = ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER", "SDL_AUDIODRIVER")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11/Wayland displays")
-def test_drive_without_a_display_says_so_and_exits(tmp_path) -> None:
+def test_drive_without_a_display_says_so_and_exits(tmp_path, run_module) -> None:
     """No DISPLAY, no WAYLAND_DISPLAY, SDL left to pick its driver: one error line, exit 2,
     nothing recorded (it used to print SDL's XDG_RUNTIME_DIR error and drive unseen)."""
-    env = {k: v for k, v in os.environ.items() if k not in HEADLESS}
-    env["PYTHONPATH"] = str(REPO)
     out = tmp_path / "manual"
-    proc = subprocess.run([sys.executable, "-m", "sim.drive", "--out", str(out), "--record"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = run_module("sim.drive", "--out", out, "--record", cwd=tmp_path, unset=HEADLESS)
     lines = [s for s in proc.stderr.splitlines() if s and not s.startswith("pybullet build time")]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: no display"), proc.stderr
@@ -117,13 +114,11 @@ def test_drive_without_a_display_says_so_and_exits(tmp_path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11 displays")
-def test_drive_refuses_a_display_sdl_cannot_open(tmp_path) -> None:
+def test_drive_refuses_a_display_sdl_cannot_open(tmp_path, run_module) -> None:
     """DISPLAY names an X server that is not there: SDL falls back to its offscreen
     driver, which draws nowhere; sim.drive says so instead of driving unseen."""
-    env = {k: v for k, v in os.environ.items() if k not in HEADLESS}
-    env.update(PYTHONPATH=str(REPO), DISPLAY=":4187")  # no X server listens there
-    proc = subprocess.run([sys.executable, "-m", "sim.drive", "--out", str(tmp_path / "m")],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    env = {"DISPLAY": ":4187"}  # no X server listens there
+    proc = run_module("sim.drive", "--out", tmp_path / "m", cwd=tmp_path, env=env, unset=HEADLESS)
     errors = [s for s in proc.stderr.splitlines() if s.startswith("error: no display")]
     assert proc.returncode == 2, proc.stderr
     assert len(errors) == 1 and "could not open :4187 and fell back to" in errors[0]
