@@ -42,6 +42,21 @@ def test_transient_and_disabled_bars_write_nothing() -> None:
     assert log.getvalue() == ""
 
 
+def test_a_bar_closed_by_an_interrupt_or_error_writes_nothing() -> None:
+    """Ctrl-C and errors end a command with one line of their own."""
+    log = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        with progress_bar(total=5, desc="recording", file=log) as bar:
+            bar.update(2)
+            raise KeyboardInterrupt
+    bar = progress_bar(total=5, desc="training", file=log)
+    try:
+        raise ValueError("diverged")
+    except ValueError:
+        bar.close()  # as training.rl closes its bar when interrupted
+    assert log.getvalue() == ""
+
+
 def test_a_wrapped_iterable_is_counted_for_the_summary() -> None:
     log = io.StringIO()
     bar = progress_bar(iter("abcd"), desc="validate", unit="ep", file=log)

@@ -5,9 +5,11 @@ closed-loop runs, dataset checks) shows its progress through :func:`progress_bar
 terminal that is a ``tqdm`` bar on stderr. When stderr is not a terminal (a log file, a
 pipe, a batch job, CI), a bar's carriage-return redraws would fill the log with hundreds
 of partial lines, so there is no bar at all: a bar that would stay on screen
-(``leave=True``) writes one summary line when it closes (``recording: 12/12 ep in 3.4 s,
+(``leave=True``) writes one summary line when it closes (``recording: 4/4 ep in 5.3 s,
 frames=2978``) and a transient one (``leave=False``: a data-loading or per-epoch bar)
-writes nothing.
+writes nothing. A bar closed while an exception propagates (Ctrl-C, an error) writes
+nothing either: the command's own line (``interrupted: ...``, ``error: ...``) is then the
+only one.
 
 ``enabled=False`` (the commands' ``--no-progress``) silences both. The returned object has
 the part of tqdm's interface the code uses (iteration, ``update``, ``set_postfix``,
@@ -102,11 +104,12 @@ class QuietBar:
         text += f"{done} {self.unit} in {time.perf_counter() - self._t0:.1f} s"
         return text + (f", {self.postfix}" if self.postfix else "")
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
+        """Done; the summary line unless ``failed`` or an exception is being handled."""
         if self.closed:
             return
         self.closed = True
-        if self.summary:
+        if self.summary and not failed and sys.exc_info()[0] is None:
             out = self.file if self.file is not None else sys.stderr
             try:
                 print(self.line(), file=out, flush=True)
@@ -116,8 +119,8 @@ class QuietBar:
     def __enter__(self) -> QuietBar:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(failed=exc_type is not None)
 
 
 def progress_bar(
