@@ -12,10 +12,18 @@ runs each pilot, track and direction at increasing fixed latencies and reports t
 largest one at which it still laps cleanly.
 
 One result row per pilot x track x direction x seed (:class:`evaluation.results.
-ResultRow`) is printed as a table (``--json``: JSON lines) and appended to
-``OUT/results.jsonl``; ``--sweep`` writes ``OUT/sweep.png``. :func:`evaluate` does the
-same in-process for the leaderboard's main job. Bad input is one ``error:`` line and
-exit status 2.
+ResultRow`) is printed as a table (``--json``: JSON lines, without trajectories) and
+stored in the leaderboard (``--db``, by default the main job's
+``trackpilot_out/leaderboard.sqlite``) in one transaction once every run has ended, with
+the sweep points and trajectories, so ``python -m evaluation.report`` ranks RL agents,
+user checkpoints and ONNX pilots beside the zoo. The evaluation's context in the store
+says where it came from (``source``: ``evaluation.evaluate``), its settings, the hardware
+and the code; it names no dataset, so the main job's stays the one the report judges
+staleness against. ``--db none`` stores nothing. ``--sweep`` also writes
+``OUT/sweep.png``. :func:`evaluate` does the same in-process (storing nothing unless
+``db`` is given) for the leaderboard's main job, which stores its rows itself. Bad input
+is one ``error:`` line and exit status 2; a leaderboard file that cannot be written is
+one, before any run starts.
 """
 
 from __future__ import annotations
@@ -58,8 +66,8 @@ from evaluation.runner import (
     plot_sweep,
     run_many,
 )
+from evaluation.store import DEFAULT_DB, Store, StoreError
 from sim.env import TrackEnv
-from sim.io_utils import atomic_write_json, file_lock
 from tracks import HELDOUT_TRACKS, load_track
 from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
@@ -121,7 +129,10 @@ class EvalConfig:
     )
     max_time_s: float | None = None  # per run, simulated seconds; none: 3x the laps' time + 20 s
     video_dir: str | None = None  # write a video of every (non-sweep) run into this directory
-    out_dir: str | None = None  # append result rows (JSON lines) here; None: no files
+    out_dir: str | None = None  # write sweep.png here (with sweep); None: no files
+    db: str | None = (
+        None  # leaderboard SQLite file the rows go to, one transaction; None: not stored
+    )
     latency_warmup: int = 10  # untimed calls before measuring a pilot's latency
     latency_calls: int = 200  # timed calls: their samples are replayed, the median shown
 
@@ -313,8 +324,25 @@ def _video_path(cfg: EvalConfig, pilot: PilotInfo, track: str, direction: str, s
     return str(Path(cfg.video_dir or ".") / name)
 
 
+def eval_context(cfg: EvalConfig, device: str) -> dict[str, Any]:
+    """What an evaluation records in the store beside its rows: where it came from, its
+    settings, the hardware and the code. No ``dataset_fingerprint``: the pilots of one
+    evaluation may come from any dataset, and the main job's stays the report's current one."""
+    settings = {
+        k: v for k, v in asdict(cfg).items() if k not in ("db", "out_dir", "video_dir", "workers")
+    }
+    return {
+        "source": "evaluation.evaluate",
+        **settings,
+        "eval_device": device,
+        "hardware": hardware_fingerprint(device),
+        "code_version": code_version(),
+    }
+
+
 def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]:
-    """Run ``cfg``: load and time each pilot, run every job, return (and write) the rows."""
+    """Run ``cfg``: load and time each pilot, run every job, return the rows, and store
+    them in ``cfg.db`` (one transaction) when it is set."""
     device = resolve_device(cfg.device)
     setting = cfg.latency_setting
     for t in cfg.tracks:  # fail before any work on a bad track
@@ -334,6 +362,22 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]
         )
         for spec in cfg.pilots
     ]
+    # Opened and checked (integrity, schema, a write rolled back) once the pilots load and
+    # before any run: a bad --db is one error line now, not after minutes of driving, and a
+    # bad pilot leaves no new file behind.
+    store = Store(cfg.db) if cfg.db else None
+    try:
+        rows = _run(cfg, device, pilots, progress)
+        if store is not None:
+            store.add(closed_loop=rows, context=eval_context(cfg, device))
+    finally:
+        if store is not None:
+            store.close()
+    return rows
+
+
+def _run(cfg: EvalConfig, device: str, pilots: list[PilotInfo], progress: bool) -> list[ResultRow]:
+    """Every run of ``pilots`` (and the sweep points), as rows."""
 
     def job(p: PilotInfo, track: str, direction: str, seed: int, **kw: Any) -> RunJob:
         return RunJob(
@@ -381,8 +425,11 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]
     results = run_many([j for j, _, _ in jobs], cfg.workers, progress=progress)
     date = now_iso()
     rows = [make_row(r, p, sweep=s, date=date) for r, (_, p, s) in zip(results, jobs, strict=True)]
-    if cfg.out_dir:
-        _write(cfg, rows, results, [s for _, _, s in jobs])
+    swept = [r for r, (_, _, s) in zip(results, jobs, strict=True) if s]
+    if cfg.out_dir and swept:
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        plot_sweep(swept, out / "sweep.png")
     return rows
 
 
@@ -392,8 +439,8 @@ def evaluate(
     """Evaluate pilots in-process; ``settings`` are :class:`EvalConfig` fields.
 
     Returns one row per pilot x track x direction x seed (``sweep=False``) and, with
-    ``sweep=True``, one per sweep point (``sweep=True``). Nothing is written unless
-    ``out_dir`` is given.
+    ``sweep=True``, one per sweep point (``sweep=True``). Nothing is stored unless ``db``
+    is given, nor plotted unless ``out_dir`` is.
     """
     for key in ("tracks", "directions", "seeds", "sweep_latencies_ms"):
         if key in settings and isinstance(settings[key], (list, str)):
@@ -402,26 +449,6 @@ def evaluate(
     if isinstance(pilot_specs, str):
         pilot_specs = [pilot_specs]
     return run_evaluation(EvalConfig(pilots=tuple(pilot_specs), **settings), progress=progress)
-
-
-def _write(
-    cfg: EvalConfig, rows: list[ResultRow], results: list[RunResult], sweep: list[bool]
-) -> None:
-    out = Path(cfg.out_dir or DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", asdict(cfg))
-    text = "".join(json.dumps(r.to_dict(), allow_nan=False) + "\n" for r in rows)
-    path = out / "results.jsonl"
-    # One append of whole lines under a lock: concurrent evaluations interleave rows,
-    # never bytes of rows.
-    with file_lock(out / ".results.lock"):
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    swept = [r for r, s in zip(results, sweep, strict=True) if s]
-    if swept:
-        plot_sweep(swept, out / "sweep.png")
 
 
 # --------------------------------------------------------------------------- output
@@ -497,9 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pilots",
         nargs="+",
         metavar="PILOT",
-        help="expert, classical, a CNN checkpoint or a stable-baselines3 agent",
+        help="expert, classical, a CNN checkpoint, a stable-baselines3 agent or an .onnx file",
     )
-    add_config_args(p, EvalConfig, exclude=("pilots", "workers", "out_dir"), flags=_FLAGS)
+    add_config_args(p, EvalConfig, exclude=("pilots", "workers", "out_dir", "db"), flags=_FLAGS)
     p.add_argument(
         "--workers",
         type=int,
@@ -508,7 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument(
-        "--out", default=str(DEFAULT_OUT), help="output directory (default: %(default)s)"
+        "--db",
+        default=str(DEFAULT_DB),
+        help="leaderboard SQLite file the rows are stored in, in one transaction once every "
+        "run has ended (the main job's; none: not stored) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        default=str(DEFAULT_OUT),
+        help="directory for sweep.png (with --sweep) (default: %(default)s)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -534,12 +569,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    db = None if args.db.strip().lower() == "none" else args.db
     try:
         cfg = config_from_args(
-            EvalConfig, args, pilots=tuple(args.pilots), workers=args.workers, out_dir=args.out
+            EvalConfig,
+            args,
+            pilots=tuple(args.pilots),
+            workers=args.workers,
+            out_dir=args.out,
+            db=db,
         )
         rows = run_evaluation(cfg, progress=not args.no_progress)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, StoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     main_rows = [r for r in rows if not r.sweep]
@@ -552,9 +593,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sweep_rows:
             print()
             print(format_sweep(sweep_rows))
-    print(f"wrote {len(rows)} rows to {Path(args.out) / 'results.jsonl'}", file=sys.stderr)
+    if db is None:
+        print(f"{len(rows)} rows not stored (--db none)", file=sys.stderr)
+    else:
+        hint = "" if Path(db) == DEFAULT_DB else f" --db {db}"
+        print(
+            f"stored {len(rows)} rows in {db}; python -m evaluation.report{hint} ranks them",
+            file=sys.stderr,
+        )
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, note="nothing written: rows are appended once all runs end"))
+    raise SystemExit(
+        run_main(main, note="nothing stored: the rows go to the leaderboard once all runs end")
+    )

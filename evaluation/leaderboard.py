@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -291,6 +292,7 @@ def evaluate_zoo(
         sweep=sweep_rows,
         offline=offline,
         context={
+            "source": "evaluation.leaderboard",
             "dataset_fingerprint": data.fingerprint,
             "dataset": str(data.path),
             "preset": preset.name,
@@ -326,7 +328,8 @@ class LeaderboardConfig:
         default="quick",
         metadata={
             "choices": sorted(PRESETS),
-            "help": "quick (CPU, minutes), full (GPU) or tiny (seconds: a smoke test)",
+            "help": "quick (CPU, minutes), full (GPU) or tiny (seconds: a smoke test); each is "
+            "described below",
         },
     )
     out: str = str(DEFAULT_OUT)  # output directory
@@ -363,10 +366,25 @@ class LeaderboardConfig:
             get_car(self.car)
 
 
+def presets_help(width: int = 78) -> str:
+    """The presets, one paragraph each (``--help``'s epilog)."""
+    parts = ["presets:"]
+    for name in sorted(PRESETS):
+        text = f"{name}: {PRESETS[name].describe()}"
+        parts.append(
+            textwrap.fill(
+                text, width, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
+            )
+        )
+    return "\n".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m evaluation.leaderboard",
         description="Record, train the zoo, evaluate in closed loop with measured latency, rank.",
+        epilog=presets_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(ap, LeaderboardConfig)
     return ap

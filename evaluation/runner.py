@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from agents.base import pilot_needs
 from agents.loop import (
     AUTONOMY_PENALTY_S,
@@ -40,6 +38,7 @@ from agents.registry import load_pilot
 from evaluation.latency import LATENCY_MODES
 from sim.env import TrackEnv
 from sim.pool import imap_unordered
+from tracks.progress import progress_bar
 
 __all__ = [
     "AUTONOMY_PENALTY_S",
@@ -263,7 +262,7 @@ def run_many(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     results: list[RunResult | None] = [None] * len(jobs)
-    with tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(jobs), desc=desc, unit="run", enabled=progress, leave=False) as bar:
         for i, result in imap_unordered(run_job, jobs, workers, initializer=_worker_init):
             results[i] = result
             bar.update(1)

@@ -192,7 +192,10 @@ class SchemaVersionError(StoreError):
 
 # What to do, for a program that writes the leaderboard and for one that only reads it.
 _ADVICE_WRITE = "move it away or pass --db NEW.sqlite"
-_ADVICE_READ = "pass --db with a leaderboard written by python -m evaluation.leaderboard"
+_ADVICE_READ = (
+    "pass --db with a leaderboard written by python -m evaluation.leaderboard or "
+    "python -m evaluation.evaluate"
+)
 
 
 def _damaged_advice(readonly: bool) -> str:
@@ -376,7 +379,7 @@ class Store:
             if not self.path.is_file():
                 raise StoreError(
                     f"{self.path}: no leaderboard database (run python -m evaluation.leaderboard "
-                    "first, or pass --db FILE)"
+                    "or python -m evaluation.evaluate first, or pass --db FILE)"
                 )
             self._con = self._connect_readonly(timeout)
         else:

@@ -31,7 +31,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from agents.expert import ExpertConfig, ExpertPilot
 from agents.loop import ClosedLoop, LoopObserver
@@ -51,6 +50,7 @@ from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import DIRECTIONS, parse_size
 from tracks.outputs import check_output_dir, os_error_line
+from tracks.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def record(cfg: RecordConfig, out: str | Path, workers: int = 1, progress: bool 
     skipped = len(all_jobs) - len(jobs)
     results: list[dict] = []
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), unit="ep", disable=not progress, desc="recording")
+    bar = progress_bar(total=len(jobs), unit="ep", enabled=progress, desc="recording")
     try:
         for _, result in imap_unordered(record_episode, jobs, workers, args=(cfg, out)):
             results.append(result)

@@ -10,13 +10,15 @@ from evaluation.evaluate import evaluate, main
 from evaluation.pilots import checkpoint_kind, load_pilot_spec, pilot_env_settings
 from evaluation.results import ResultRow
 from evaluation.runner import max_ok_latency
+from evaluation.store import Store
 
 SHORT = ["--tracks", "oval", "--directions", "ccw", "--laps", "1", "--workers", "1"]
 
 
 def test_cli_expert_json(tmp_path, capsys) -> None:
+    db = tmp_path / "lb.sqlite"
     rc = main(["expert", *SHORT, "--latency", "measured", "--json", "--no-progress",
-               "--out", str(tmp_path)])  # fmt: skip
+               "--out", str(tmp_path), "--db", str(db)])  # fmt: skip
     out = capsys.readouterr()
     assert rc == 0, out.err
     rows = [json.loads(line) for line in out.out.splitlines()]
@@ -28,19 +30,28 @@ def test_cli_expert_json(tmp_path, capsys) -> None:
     assert 0 < row["latency_ms"] <= row["latency_p95_ms"] < 50
     assert row["completed"] and row["laps_completed"] == 1 and row["interventions"] == 0
     assert row["autonomy"] == 100.0 and len(row["lap_times"]) == 1
-    assert "trajectory" not in row  # printed rows stay short; the file keeps it
+    assert "trajectory" not in row  # printed rows stay short; the store keeps it
     assert row["code_version"] and row["hardware"] and row["device"].startswith("cpu")
-    lines = (tmp_path / "results.jsonl").read_text().splitlines()
-    stored = ResultRow.from_dict(json.loads(lines[0]))
-    assert stored.trajectory and stored.ok and not stored.crashed
-    assert (tmp_path / "config.json").is_file()
+    assert f"stored 1 rows in {db}" in out.err
+    with Store(db, readonly=True) as store:
+        (stored,) = store.closed_loop_rows(with_trajectories=True)
+        (ev,) = store.evaluations()
+    assert stored["pilot"] == "expert" and stored["completed"] and stored["trajectory"]
+    assert stored["latency_ms"] == pytest.approx(row["latency_ms"])
+    assert ev["context"]["source"] == "evaluation.evaluate"
+    assert ev["context"]["pilots"] == ["expert"] and ev["context"]["hardware"] == row["hardware"]
+    assert "dataset_fingerprint" not in ev["context"]  # the main job's stays current
+    assert not list(tmp_path.glob("*.jsonl")) and not (tmp_path / "sweep.png").exists()
 
 
 def test_cli_table(tmp_path, capsys) -> None:
-    rc = main(["expert", *SHORT, "--latency", "20ms", "--no-progress", "--out", str(tmp_path)])
+    rc = main(["expert", *SHORT, "--latency", "20ms", "--no-progress", "--out", str(tmp_path),
+               "--db", "none"])  # fmt: skip
     out = capsys.readouterr()
     assert rc == 0
     assert "expert" in out.out and "20.0ms" in out.out and "yes" in out.out
+    assert "1 rows not stored (--db none)" in out.err
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -56,16 +67,18 @@ def test_cli_table(tmp_path, capsys) -> None:
     ],
 )
 def test_cli_bad_input_is_one_error_line(tmp_path, capsys, argv, message) -> None:
-    rc = main([*argv, "--no-progress", "--out", str(tmp_path)])
+    rc = main([*argv, "--no-progress", "--out", str(tmp_path), "--db", str(tmp_path / "lb")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (tmp_path / "lb").exists()  # refused before the store was opened
 
 
 def test_cli_malformed_track_file(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("this,is\nnot a track\n")
-    rc = main(["expert", "--tracks", str(bad), "--no-progress", "--out", str(tmp_path)])
+    rc = main(["expert", "--tracks", str(bad), "--no-progress", "--out", str(tmp_path),
+               "--db", str(tmp_path / "lb")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ")
 
@@ -89,7 +102,7 @@ def test_evaluate_in_process_with_sweep(tmp_path) -> None:
     assert sweep_rows[1].crashed
     assert max_ok_latency(sweep_rows) == 0.0
     assert (tmp_path / "sweep.png").is_file()
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+    assert not (tmp_path / "trackpilot_out").exists()  # in-process: nothing stored unless db
 
 
 def test_evaluate_cnn_checkpoint_with_measured_latency(tmp_path) -> None:

@@ -18,9 +18,10 @@ Ranking (the satisficing recipe: one optimizing number, constraints that must ho
   the pilot's offline latency.
 - **Stale** rows: measured on other hardware (their latencies do not apply here), profiled
   on another device than the target's latest profile or for another model, estimated with
-  car constants that have changed since, from a checkpoint trained on another dataset than
-  the current one, or written by another (older) code version. Stale entries are flagged,
-  not dropped (:mod:`evaluation.report.context` has the rules).
+  car constants that have changed since, from a checkpoint trained on an earlier dataset of
+  the board than the current one (pilots trained on data the board never used are not
+  compared), or written by another (older) code version. Stale entries are flagged, not
+  dropped (:mod:`evaluation.report.context` has the rules).
 
 An *entry* is one pilot (name + checkpoint sha256) on one *target* (this machine, a car
 computer or a profiled device: the row's ``car``) at one latency setting; its runs are the

@@ -157,8 +157,8 @@ class Report:
             "median (p99) charged; 'estimated for NAME' from the pilot's counted FLOPs, "
             "'profile: DEVICE' replayed from a profile recorded there. Stale: measured on "
             "other hardware, profiled on another device or another model, estimated with "
-            "other car constants, trained on another dataset, or written by another code "
-            "version."
+            "other car constants, trained on an earlier dataset of the board, or written by "
+            "another code version. " + self.ctx.describe()
         )
         return Table("Closed-loop leaderboard", headers, rows, note, "leaderboard")
 

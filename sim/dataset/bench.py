@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sim.dataset.format import DIRECTIONS, EpisodeMeta
 from sim.dataset.reader import LOAD_WORKERS, open_dataset
 from sim.dataset.synthetic import synthetic_episode
 from sim.dataset.writer import DatasetWriter
+from tracks.progress import progress_bar
 
 __all__ = ["run_bench"]
 
@@ -55,7 +54,7 @@ def run_bench(
         n_eps = max(1, math.ceil(frames / episode_frames))
         t0 = time.perf_counter()
         done = 0
-        for i in tqdm(range(n_eps), desc="write", unit="ep", disable=not sys.stderr.isatty()):
+        for i in progress_bar(range(n_eps), desc="write", unit="ep"):
             n = min(episode_frames, frames - done) if i == n_eps - 1 else episode_frames
             key = f"bench-{i:05d}"
             if not writer.has_episode(key):

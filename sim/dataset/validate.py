@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
-from tqdm import tqdm
 
 from sim.dataset.episode_file import (
     _bytes_mismatch,
@@ -27,6 +26,7 @@ from sim.dataset.frames import LABEL_FIELDS
 from sim.dataset.manifest import _read_manifest
 from sim.dataset.writer import _inspect_unlisted
 from tracks.fileio import is_temp_file, sha256_bytes
+from tracks.progress import progress_bar
 
 __all__ = ["validate_dataset"]
 
@@ -64,7 +64,7 @@ def validate_dataset(
     image_hw = _info_image_hw(manifest["info"])
     records = manifest["episodes"]
     if progress:
-        records = tqdm(records, desc="validate", unit="ep")
+        records = progress_bar(records, desc="validate", unit="ep")
     for rec in records:
         path = root / rec["file"]
         try:
