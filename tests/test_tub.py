@@ -325,8 +325,16 @@ def test_import_refuses_an_existing_output_and_leaves_nothing(tmp_path):
     stale = tmp_path / ".ds2.tmp-999999999-abcd"
     stale.mkdir()
     (stale / "manifest.json").write_text("{}")
+    live = tmp_path / f".ds2.tmp-{os.getpid()}-abcd"  # a running import's: kept
+    other = tmp_path / ".other.tmp-999999999-abcd"  # another output's: not this import's
+    live.mkdir()
+    other.mkdir()
     import_tub([tub.root], tmp_path / "ds2")
     assert not stale.exists() and len(open_dataset(tmp_path / "ds2")) == 18
+    assert live.is_dir() and other.is_dir()
+    # parents of --out are created
+    import_tub([tub.root], tmp_path / "new" / "dir" / "ds")
+    assert len(open_dataset(tmp_path / "new" / "dir" / "ds")) == 18
 
 
 def test_two_tubs_of_one_name(tmp_path):
@@ -583,3 +591,27 @@ def test_timestamps_use_the_local_date_for_sessions(tmp_path):
     assert sid == time.strftime("%y-%m-%d", time.localtime(T0)) + "_0"
     names = sorted(os.listdir(tmp_path / "tub" / "images"))
     assert names == sorted(f"{i}_cam_image_array_.jpg" for i in range(3))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"cam/image_array": "../x.jpg"}, "cam/image_array: '../x.jpg' is not a plain file name"),
+        ({"user/angle": "left"}, "user/angle is 'left', expected a number"),
+        ({"_timestamp_ms": 1e30}, "_timestamp_ms is 1e+30, expected ms since 1970"),
+        ({"_session_id": 7}, "_session_id is 7, expected a string"),
+    ],
+)
+def test_bad_record_fields_are_one_line_errors(tmp_path, change, problem):
+    tub = DonkeyTub(tmp_path / "t", INPUTS, TYPES, now=T0)
+    for i in range(3):
+        tub.write_record(rec(i), now=T0 + 0.05 * (i + 1))
+    tub.close()
+    cat = tub.root / "catalog_0.catalog"
+    lines = cat.read_text().splitlines()
+    lines[1] = json.dumps(json.loads(lines[1]) | change, sort_keys=True)
+    cat.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError) as e:
+        import_tub([tub.root], tmp_path / "ds")
+    assert f"catalog_0.catalog: line 2 (record 1): {problem}" in str(e.value)
+    assert "\n" not in str(e.value) and not (tmp_path / "ds").exists()

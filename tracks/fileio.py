@@ -208,11 +208,14 @@ def file_lock(path: str | Path, *, shared: bool = False) -> Iterator[Path]:
         os.close(fd)
 
 
-def remove_stale_temp_files(directory: str | Path, *, dirs: bool = False) -> list[Path]:
+def remove_stale_temp_files(
+    directory: str | Path, *, dirs: bool = False, name: str | None = None
+) -> list[Path]:
     """Remove temp files in ``directory`` whose creating process is gone; return what was removed.
 
     Temp files of live processes are kept: they may be a concurrent writer's work in progress.
-    ``dirs=True`` also removes temp directories (:func:`temp_path` of a directory), whole.
+    ``dirs=True`` also removes temp directories (:func:`temp_path` of a directory), whole;
+    ``name`` keeps to the temp files and directories of that final name.
     """
     removed: list[Path] = []
     try:
@@ -221,7 +224,7 @@ def remove_stale_temp_files(directory: str | Path, *, dirs: bool = False) -> lis
         return removed
     for entry in entries:
         pid = temp_file_pid(entry.name)
-        if pid is None:
+        if pid is None or (name is not None and _TEMP_RE.match(entry.name)["name"] != name):
             continue
         is_dir = dirs and entry.is_dir(follow_symlinks=False)
         if not (is_dir or entry.is_file(follow_symlinks=False)):

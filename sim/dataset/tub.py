@@ -142,6 +142,7 @@ _EXECUTED = {
     "local_angle": ("pilot/angle", "user/throttle"),
     "local": ("pilot/angle", "pilot/throttle"),
 }
+_MAX_MS = 2**53  # the largest _timestamp_ms taken (a float holds it exactly; year 285,000)
 _EXPORT_INPUTS = (IMAGE_KEY, "user/angle", "user/throttle", "user/mode")
 _EXPORT_TYPES = ("image_array", "float", "float", "str")
 _WORKERS = max(1, min(8, os.cpu_count() or 1))  # image decoding/encoding threads
@@ -316,8 +317,8 @@ def _frame(line: TubLine, rec: dict, mode: str, mapping: TubMapping) -> tuple[_F
         _number(rec, steer_key, where), _number(rec, throttle_key, where)
     )
     ts = rec.get("_timestamp_ms")
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
-        raise DatasetError(f"{where}: _timestamp_ms is {ts!r}, expected a number")
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not 0 <= ts <= _MAX_MS:
+        raise DatasetError(f"{where}: _timestamp_ms is {ts!r}, expected ms since 1970")
     session = rec.get("_session_id")
     if session is not None and not isinstance(session, str):
         raise DatasetError(f"{where}: _session_id is {session!r}, expected a string")
@@ -476,15 +477,21 @@ def _dataset_size(plans: Sequence[_TubPlan], cfg: TubImportConfig) -> tuple[int,
         return cfg.image_size
     for plan in plans:
         for ep in plan.episodes:
-            path = plan.root / TUB_IMAGES_DIRNAME / ep.frames[0].image
-            im = _read_image_file(path)
-            try:
-                return parse_size((im.height, im.width), what="image size")
-            except ValueError as e:
-                raise DatasetError(
-                    f"{path}: {e}; --image-size HxW --resize imports it smaller"
-                ) from None
-    raise DatasetError("no records to import")  # callers check first
+            for frame in ep.frames:
+                path = plan.root / TUB_IMAGES_DIRNAME / frame.image
+                try:
+                    im = _read_image_file(path)
+                except DatasetError:
+                    if cfg.skip_bad_records:
+                        continue  # skipped, with its warning, when the frames are read
+                    raise
+                try:
+                    return parse_size((im.height, im.width), what="image size")
+                except ValueError as e:
+                    raise DatasetError(
+                        f"{path}: {e}; --image-size HxW --resize imports it smaller"
+                    ) from None
+    raise DatasetError("no readable image to import")
 
 
 def _frame_rate(plans: Sequence[_TubPlan]) -> tuple[int | None, float | None]:
@@ -592,11 +599,11 @@ def _new_output(out: Path, what: str) -> Path:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out}: exists and is not empty; {what} writes a new directory")
     check_output_dir(out.parent)
-    removed = remove_stale_temp_files(out.parent, dirs=True)
+    removed = remove_stale_temp_files(out.parent, dirs=True, name=out.name)
     if removed:
-        logger.warning("removed %d temp directories of killed runs", len(removed))
+        logger.warning("removed %s, left by a killed %s", removed[0], what)
     tmp = temp_path(out)
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     return tmp
 
 
