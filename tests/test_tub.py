@@ -86,6 +86,23 @@ def build_tub(root: Path) -> DonkeyTub:
     return tub
 
 
+def drive(root: Path, records: list[dict], inputs=INPUTS, types=TYPES, close=True) -> DonkeyTub:
+    """A new tub holding one drive of ``records``, written at 20 Hz."""
+    tub = DonkeyTub(root, inputs, types, now=T0)
+    for i, r in enumerate(records):
+        tub.write_record(r, now=T0 + 0.05 * (i + 1))
+    if close:
+        tub.close()
+    return tub
+
+
+def edit_line(path: Path, i: int, edit) -> None:
+    """Replace line ``i`` (0-based) of a catalog by ``edit(line)``."""
+    lines = path.read_text().split("\n")
+    lines[i] = edit(lines[i])
+    path.write_text("\n".join(lines))
+
+
 def spans(ds) -> list[tuple[int, int, str]]:
     """(first record, last record, why it ended) of each imported episode."""
     return [
@@ -189,9 +206,7 @@ def test_import_pilot_modes_label_what_the_car_executed(tmp_path):
     np.testing.assert_array_equal(a["steering"][4:7], 0.5)  # -pilot/angle
     np.testing.assert_array_equal(a["throttle"][4:7], 0.25)  # pilot/throttle
     # local_angle records name pilot/angle, which a tub without RECORD_DURING_AI lacks
-    plain = DonkeyTub(tmp_path / "plain", INPUTS, TYPES, now=T0)
-    plain.write_record(rec(0, "local_angle"), now=T0 + 0.05)
-    plain.close()
+    plain = drive(tmp_path / "plain", [rec(0, "local_angle")])
     with pytest.raises(DatasetError, match=r"user/mode 'local_angle' but no 'pilot/angle'"):
         import_tub([plain.root], tmp_path / "ds2", TubImportConfig(modes=("local_angle",)))
     assert not (tmp_path / "ds2").exists()
@@ -213,9 +228,7 @@ def test_import_splits_long_drives_and_pauses(tmp_path):
 
 
 def test_import_after_a_crash_between_catalog_and_manifest(tmp_path, caplog):
-    tub = DonkeyTub(tmp_path / "t", INPUTS, TYPES, now=T0)
-    for i in range(3):
-        tub.write_record(rec(i), now=T0 + 0.05 * (i + 1))
+    tub = drive(tmp_path / "t", [rec(i) for i in range(3)], close=False)
     tub.crash_after_catalog(rec(3), now=T0 + 0.2)
     assert len(donkey_read(tub.root)) == 4  # DonkeyCar reads the line the manifest missed
     with caplog.at_level(logging.WARNING, logger="sim.dataset"):
@@ -225,11 +238,9 @@ def test_import_after_a_crash_between_catalog_and_manifest(tmp_path, caplog):
 
 
 def test_import_reads_the_older_crlf_datastore_and_empty_markers(tmp_path):
-    tub = DonkeyTub(tmp_path / "t", [*INPUTS, "__empty__"], [*TYPES, "boolean"], now=T0)
-    for i in range(6):
-        r = {"__empty__": True} if i == 2 else rec(i)  # DonkeyCar's converter marks gaps so
-        tub.write_record(r, now=T0 + 0.05 * (i + 1))
-    tub.close()
+    # DonkeyCar's converter from its older tubs marks a gap in the indexes so
+    records = [{"__empty__": True} if i == 2 else rec(i) for i in range(6)]
+    tub = drive(tmp_path / "t", records, [*INPUTS, "__empty__"], [*TYPES, "boolean"])
     for p in [tub.root / "manifest.json", tub.root / "catalog_0.catalog"]:
         p.write_bytes(p.read_bytes().replace(b"\n", b"\r\n"))  # datastore_v2 before 2021
     import_tub([tub.root], tmp_path / "ds")
@@ -240,14 +251,8 @@ def test_import_reads_the_older_crlf_datastore_and_empty_markers(tmp_path):
 
 
 def test_a_bad_record_stops_the_import_unless_skipped(tmp_path, caplog, capsys):
-    tub = DonkeyTub(tmp_path / "t", INPUTS, TYPES, now=T0)
-    for i in range(6):
-        tub.write_record(rec(i), now=T0 + 0.05 * (i + 1))
-    tub.close()
-    cat = tub.root / "catalog_0.catalog"
-    lines = cat.read_text().split("\n")
-    lines[2] = lines[2][:30] + "garbage"
-    cat.write_text("\n".join(lines))
+    tub = drive(tmp_path / "t", [rec(i) for i in range(6)])
+    edit_line(tub.root / "catalog_0.catalog", 2, lambda line: line[:30] + "garbage")
     (tub.root / "images" / "4_cam_image_array_.jpg").write_bytes(b"\xff\xd8 not a jpeg")
     out = tmp_path / "ds"
     assert main(["import-tub", str(tub.root), "--out", str(out)]) == 2
@@ -267,13 +272,9 @@ def test_a_bad_record_stops_the_import_unless_skipped(tmp_path, caplog, capsys):
 
 
 def test_image_size_is_required_or_resized(tmp_path, capsys):
-    tub = DonkeyTub(tmp_path / "t", INPUTS, TYPES, now=T0)
-    for i in range(4):
-        r = rec(i)
-        if i == 2:
-            r["cam/image_array"] = road(i, (30, 40))
-        tub.write_record(r, now=T0 + 0.05 * (i + 1))
-    tub.close()
+    records = [rec(i) for i in range(4)]
+    records[2]["cam/image_array"] = road(2, (30, 40))
+    tub = drive(tmp_path / "t", records)
     assert main(["import-tub", str(tub.root), "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert "2_cam_image_array_.jpg: 30x40, the dataset's frames are 24x32" in err
@@ -395,9 +396,7 @@ def test_oversized_lines_and_images_are_refused(tmp_path, monkeypatch):
     import sim.dataset.tub as tub_mod
     import sim.dataset.tub_format as fmt
 
-    tub = DonkeyTub(tmp_path / "t", INPUTS, TYPES, now=T0)
-    tub.write_record(rec(0), now=T0 + 0.05)
-    tub.close()
+    tub = drive(tmp_path / "t", [rec(0)])
     monkeypatch.setattr(fmt, "MAX_TUB_RECORD_BYTES", 50)
     with pytest.raises(
         DatasetError, match=r"line 1: longer than the limit 50 bytes \(MAX_TUB_RECORD_BYTES\)"
@@ -603,14 +602,12 @@ def test_timestamps_use_the_local_date_for_sessions(tmp_path):
     ],
 )
 def test_bad_record_fields_are_one_line_errors(tmp_path, change, problem):
-    tub = DonkeyTub(tmp_path / "t", INPUTS, TYPES, now=T0)
-    for i in range(3):
-        tub.write_record(rec(i), now=T0 + 0.05 * (i + 1))
-    tub.close()
-    cat = tub.root / "catalog_0.catalog"
-    lines = cat.read_text().splitlines()
-    lines[1] = json.dumps(json.loads(lines[1]) | change, sort_keys=True)
-    cat.write_text("\n".join(lines) + "\n")
+    tub = drive(tmp_path / "t", [rec(i) for i in range(3)])
+    edit_line(
+        tub.root / "catalog_0.catalog",
+        1,
+        lambda line: json.dumps(json.loads(line) | change, sort_keys=True),
+    )
     with pytest.raises(DatasetError) as e:
         import_tub([tub.root], tmp_path / "ds")
     assert f"catalog_0.catalog: line 2 (record 1): {problem}" in str(e.value)

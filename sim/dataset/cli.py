@@ -129,11 +129,17 @@ def _add_tub_commands(sub: argparse._SubParsersAction) -> None:
     add_config_args(p, TubMapping)
 
 
-def _import_tub(args: argparse.Namespace) -> int:
+def _tub(args: argparse.Namespace) -> int:
+    """``import-tub`` or ``export-tub``: their summary, or one ``error:`` line."""
+    progress = sys.stderr.isatty()
     try:
-        cfg = config_from_args(TubImportConfig, args)
         mapping = config_from_args(TubMapping, args)
-        summary = import_tub(args.tubs, args.out, cfg, mapping, progress=sys.stderr.isatty())
+        if args.command == "import-tub":
+            cfg = config_from_args(TubImportConfig, args)
+            summary = import_tub(args.tubs, args.out, cfg, mapping, progress=progress)
+        else:
+            cfg = config_from_args(TubExportConfig, args)
+            summary = export_tub(args.dir, args.out, cfg, mapping, progress=progress)
     except ValueError as e:  # DatasetError, OutputError, a bad setting
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -142,24 +148,6 @@ def _import_tub(args: argparse.Namespace) -> int:
         return 2
     print(format_tub_summary(summary))
     return 0
-
-
-def _export_tub(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(TubExportConfig, args)
-        mapping = config_from_args(TubMapping, args)
-        summary = export_tub(args.dir, args.out, cfg, mapping, progress=sys.stderr.isatty())
-    except ValueError as e:  # DatasetError, OutputError, a bad setting
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
-        return 2
-    print(format_tub_summary(summary))
-    return 0
-
-
-_TUB_COMMANDS = {"import-tub": _import_tub, "export-tub": _export_tub}
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -218,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return _bench(args)
-    if args.command in _TUB_COMMANDS:
-        return _TUB_COMMANDS[args.command](args)
+    if args.command in ("import-tub", "export-tub"):
+        return _tub(args)
     problem = _dataset_dir_problem(args.dir)
     if problem is None:
         if args.command == "validate":

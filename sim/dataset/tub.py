@@ -100,6 +100,7 @@ from sim.dataset.tub_format import (
     TubWriter,
     _plain_name_problem,
     iter_tub_lines,
+    read_limited,
     read_tub_manifest,
     tub_image_name,
 )
@@ -433,14 +434,7 @@ def _plan_tub(
 def _read_image_file(path: Path) -> Image.Image:
     """The image at ``path``, opened (header read, pixels not yet decoded), bounded."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_TUB_IMAGE_BYTES:
-                raise DatasetError(
-                    f"{path}: {size} bytes, more than the limit {MAX_TUB_IMAGE_BYTES} "
-                    "(MAX_TUB_IMAGE_BYTES)"
-                )
-            data = f.read(MAX_TUB_IMAGE_BYTES + 1)
+        data = read_limited(path, MAX_TUB_IMAGE_BYTES, "MAX_TUB_IMAGE_BYTES")
         im = Image.open(io.BytesIO(data), formats=("JPEG", "PNG"))
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing (its record names it)") from None

@@ -76,6 +76,7 @@ __all__ = [
     "TubWriter",
     "is_donkeycar_tub",
     "iter_tub_lines",
+    "read_limited",
     "read_tub_manifest",
     "tub_hint",
     "tub_image_name",
@@ -147,23 +148,30 @@ class TubManifest:
         return dict(zip(self.inputs, self.types, strict=True))
 
 
-def _read_manifest_lines(root: Path) -> list[str]:
-    path = root / TUB_MANIFEST_NAME
+def read_limited(path: Path, limit: int, name: str) -> bytes:
+    """The bytes of ``path``, refused (:class:`DatasetError` naming the limit ``name``) when
+    larger than ``limit``, checked before reading; ``FileNotFoundError`` passes through."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size > MAX_TUB_MANIFEST_BYTES:
-                raise DatasetError(
-                    f"{path}: {size / 2**20:.1f} MiB, more than the limit "
-                    f"{MAX_TUB_MANIFEST_BYTES / 2**20:g} MiB (MAX_TUB_MANIFEST_BYTES)"
-                )
-            data = f.read(MAX_TUB_MANIFEST_BYTES + 1)
+            data = f.read(limit + 1) if size <= limit else b""
     except FileNotFoundError:
-        raise DatasetError(f"{path}: missing (not a DonkeyCar tub?)") from None
+        raise
     except OSError as e:
         raise DatasetError(f"{path}: unreadable ({e.strerror or e})") from None
-    if len(data) > MAX_TUB_MANIFEST_BYTES:
-        raise DatasetError(f"{path}: larger than the limit (MAX_TUB_MANIFEST_BYTES)")
+    if size > limit or len(data) > limit:  # or it grew while being read
+        raise DatasetError(
+            f"{path}: {max(size, len(data)):,} bytes, more than the limit {limit:,} ({name})"
+        )
+    return data
+
+
+def _read_manifest_lines(root: Path) -> list[str]:
+    path = root / TUB_MANIFEST_NAME
+    try:
+        data = read_limited(path, MAX_TUB_MANIFEST_BYTES, "MAX_TUB_MANIFEST_BYTES")
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing (not a DonkeyCar tub?)") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
