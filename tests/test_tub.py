@@ -7,6 +7,7 @@ compared with it byte for byte and read back with DonkeyCar's reader logic.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from sim.dataset import (
     validate_dataset,
 )
 from tests._donkeycar_tub import DonkeyTub, donkey_image, donkey_read
+from tracks.cliargs import field_help
 from training.synthetic import render_road
 
 HW = (24, 32)
@@ -308,6 +310,7 @@ def test_cli_mapping_flags(tmp_path, capsys):
     assert a["steering"][0] == np.float32(0.5 * r0["user/angle"])
     assert a["throttle"][0] == np.float32(2 * r0["user/throttle"])
     assert ds.episodes[0]["direction"] == "cw" and ds.episodes[0]["track_id"] == "home-oval"
+    assert ds.episodes[0]["extra"]["direction_known"] is True
     with pytest.raises(SystemExit):  # argparse: "invalid choice: 2 (choose from -1, 1)"
         main(["import-tub", str(tub.root), "--out", str(tmp_path / "x"), "--steering-sign", "2"])
     assert "invalid choice: 2 (choose from -1, 1)" in capsys.readouterr().err
@@ -393,8 +396,8 @@ def test_bad_tub_manifests_are_one_line_errors(tmp_path, lines, problem):
 
 
 def test_oversized_lines_and_images_are_refused(tmp_path, monkeypatch):
-    import sim.dataset.tub as tub_mod
     import sim.dataset.tub_format as fmt
+    import sim.dataset.tub_import as tub_mod
 
     tub = drive(tmp_path / "t", [rec(0)])
     monkeypatch.setattr(fmt, "MAX_TUB_RECORD_BYTES", 50)
@@ -531,6 +534,12 @@ def test_export_refuses_an_existing_tub_and_bad_settings(tmp_path, capsys):
     assert "max_len must be" in capsys.readouterr().err
     assert main(["export-tub", str(tmp_path / "nope"), "--out", str(tmp_path / "t3")]) == 2
     assert not (tmp_path / "t2").exists() and not (tmp_path / "t3").exists()
+
+
+def test_every_setting_has_help():
+    for cls in (TubMapping, TubImportConfig, TubExportConfig):
+        for f in dataclasses.fields(cls):
+            assert field_help(cls, f), f"{cls.__name__}.{f.name}"
 
 
 def test_mapping_inverts():

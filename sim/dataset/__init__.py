@@ -49,7 +49,9 @@ Modules, one job each; import from ``sim.dataset`` itself, which re-exports ever
 - :mod:`~sim.dataset.summary`: :func:`dataset_summary`, :func:`dataset_fingerprint`;
 - :mod:`~sim.dataset.synthetic`: :func:`synthetic_episode`;
 - :mod:`~sim.dataset.tub_format`: DonkeyCar's tub format (datastore v2), read and written;
-- :mod:`~sim.dataset.tub`: :func:`import_tub`, :func:`export_tub` (DonkeyCar tubs);
+- :mod:`~sim.dataset.tub`: DonkeyCar tubs in and out: the settings, what they mean;
+  :mod:`~sim.dataset.tub_import` (:func:`import_tub`), :mod:`~sim.dataset.tub_export`
+  (:func:`export_tub`);
 - :mod:`~sim.dataset.bench` and :mod:`~sim.dataset.cli`: the command line.
 """
 
@@ -63,7 +65,9 @@ from sim.dataset import (
     summary,
     synthetic,
     tub,
+    tub_export,
     tub_format,
+    tub_import,
     validate,
     writer,
 )
@@ -75,7 +79,9 @@ from sim.dataset.reader import *  # noqa: F403
 from sim.dataset.summary import *  # noqa: F403
 from sim.dataset.synthetic import *  # noqa: F403
 from sim.dataset.tub import *  # noqa: F403
+from sim.dataset.tub_export import *  # noqa: F403
 from sim.dataset.tub_format import *  # noqa: F403
+from sim.dataset.tub_import import *  # noqa: F403
 from sim.dataset.validate import *  # noqa: F403
 from sim.dataset.writer import *  # noqa: F403
 
@@ -89,6 +95,8 @@ __all__ = [
     *synthetic.__all__,
     *tub_format.__all__,
     *tub.__all__,
+    *tub_import.__all__,
+    *tub_export.__all__,
     *bench.__all__,
     *cli.__all__,
 ]

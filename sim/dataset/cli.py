@@ -16,15 +16,10 @@ from sim.dataset.bench import run_bench
 from sim.dataset.format import MANIFEST_NAME, DatasetError, is_warning
 from sim.dataset.reader import open_dataset
 from sim.dataset.summary import dataset_summary, format_summary
-from sim.dataset.tub import (
-    TubExportConfig,
-    TubImportConfig,
-    TubMapping,
-    export_tub,
-    format_tub_summary,
-    import_tub,
-)
+from sim.dataset.tub import TubExportConfig, TubImportConfig, TubMapping, format_tub_summary
+from sim.dataset.tub_export import export_tub
 from sim.dataset.tub_format import is_donkeycar_tub, tub_hint
+from sim.dataset.tub_import import import_tub
 from sim.dataset.validate import validate_dataset
 from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import format_size, parse_size

@@ -1,6 +1,8 @@
 """DonkeyCar's tub format ("datastore v2"), read and written without DonkeyCar.
 
-Followed from the source of autorope/donkeycar (the layout DonkeyCar 4.x and 5.x write):
+Followed from the source of autorope/donkeycar (its main branch; datastore v2 is how tubs
+are written since DonkeyCar 4; tubs without session ids, from before they were added, read
+too):
 
 - ``donkeycar/parts/datastore_v2.py`` at commit 1e831b81: ``Manifest`` (the five lines of
   ``manifest.json``), ``Catalog`` and ``CatalogMetadata`` (``catalog_N.catalog`` and its
