@@ -10,6 +10,7 @@ episode's images are decoded (``WORKERS`` threads) and the episode is written th
 from __future__ import annotations
 
 import io
+import logging
 import math
 import shutil
 import time
@@ -37,7 +38,6 @@ from sim.dataset.tub import (
     _counts_text,
     _new_output,
     _publish,
-    logger,
 )
 from sim.dataset.tub_format import (
     MAX_TUB_IMAGE_BYTES,
@@ -54,6 +54,8 @@ from sim.dataset.writer import DatasetWriter
 from tracks.common import format_size, parse_size
 
 __all__ = ["MAX_IMPORT_EPISODE_FRAMES", "import_tub"]
+
+logger = logging.getLogger("sim.dataset")
 
 #: Most frames in one imported episode, whatever ``--episode-seconds`` says: an episode is
 #: held in memory while it is written (57.6 KB a frame at 120x160).
