@@ -32,7 +32,7 @@ Guarantees:
   renderer, camera, rates...) is fixed at creation; appending with an incompatible camera,
   control rate or renderer is refused.
 
-CLI: ``python -m sim.dataset {info,validate,bench} ...``.
+CLI: ``python -m sim.dataset {info,validate,bench,import-tub,export-tub} ...``.
 
 Modules, one job each; import from ``sim.dataset`` itself, which re-exports every module's
 ``__all__`` (``manifest`` and ``episode_file`` are internal):
@@ -48,11 +48,29 @@ Modules, one job each; import from ``sim.dataset`` itself, which re-exports ever
 - :mod:`~sim.dataset.validate`: :func:`validate_dataset`;
 - :mod:`~sim.dataset.summary`: :func:`dataset_summary`, :func:`dataset_fingerprint`;
 - :mod:`~sim.dataset.synthetic`: :func:`synthetic_episode`;
+- :mod:`~sim.dataset.tub_format`: DonkeyCar's tub format (datastore v2), read and written;
+- :mod:`~sim.dataset.tub`: DonkeyCar tubs in and out: the settings, what they mean;
+  :mod:`~sim.dataset.tub_import` (:func:`import_tub`), :mod:`~sim.dataset.tub_export`
+  (:func:`export_tub`);
 - :mod:`~sim.dataset.bench` and :mod:`~sim.dataset.cli`: the command line.
 """
 
 # Each module's __all__ is its public API; the package re-exports all of them.
-from sim.dataset import bench, cli, format, frames, reader, summary, synthetic, validate, writer
+from sim.dataset import (
+    bench,
+    cli,
+    format,
+    frames,
+    reader,
+    summary,
+    synthetic,
+    tub,
+    tub_export,
+    tub_format,
+    tub_import,
+    validate,
+    writer,
+)
 from sim.dataset.bench import *  # noqa: F403
 from sim.dataset.cli import *  # noqa: F403
 from sim.dataset.format import *  # noqa: F403
@@ -60,6 +78,10 @@ from sim.dataset.frames import *  # noqa: F403
 from sim.dataset.reader import *  # noqa: F403
 from sim.dataset.summary import *  # noqa: F403
 from sim.dataset.synthetic import *  # noqa: F403
+from sim.dataset.tub import *  # noqa: F403
+from sim.dataset.tub_export import *  # noqa: F403
+from sim.dataset.tub_format import *  # noqa: F403
+from sim.dataset.tub_import import *  # noqa: F403
 from sim.dataset.validate import *  # noqa: F403
 from sim.dataset.writer import *  # noqa: F403
 
@@ -71,6 +93,10 @@ __all__ = [
     *validate.__all__,
     *summary.__all__,
     *synthetic.__all__,
+    *tub_format.__all__,
+    *tub.__all__,
+    *tub_import.__all__,
+    *tub_export.__all__,
     *bench.__all__,
     *cli.__all__,
 ]

@@ -1,4 +1,5 @@
-"""``python -m sim.dataset {info,validate,bench}``: inspect, check and benchmark datasets.
+"""``python -m sim.dataset {info,validate,bench,import-tub,export-tub}``: inspect, check and
+benchmark datasets; import DonkeyCar tubs and export datasets as tubs.
 
 Exit status: 0 on success, 1 when ``validate`` finds errors (warnings alone pass), 2 for
 a usage error or a directory that is not a readable dataset.
@@ -15,8 +16,14 @@ from sim.dataset.bench import run_bench
 from sim.dataset.format import MANIFEST_NAME, DatasetError, is_warning
 from sim.dataset.reader import open_dataset
 from sim.dataset.summary import dataset_summary, format_summary
+from sim.dataset.tub import TubExportConfig, TubImportConfig, TubMapping, format_tub_summary
+from sim.dataset.tub_export import export_tub
+from sim.dataset.tub_format import is_donkeycar_tub, tub_hint
+from sim.dataset.tub_import import import_tub
 from sim.dataset.validate import validate_dataset
+from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import format_size, parse_size
+from tracks.outputs import os_error_line
 
 __all__ = ["build_parser", "main"]
 
@@ -86,7 +93,56 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write (and keep) the dataset here (default: a temporary directory, removed after)",
     )
+    _add_tub_commands(sub)
     return parser
+
+
+def _add_tub_commands(sub: argparse._SubParsersAction) -> None:
+    """``import-tub`` and ``export-tub`` (:mod:`sim.dataset.tub`)."""
+    p = sub.add_parser(
+        "import-tub",
+        help="import DonkeyCar tubs as a new dataset",
+        description="Import DonkeyCar tubs (datastore v2: manifest.json, catalog_N.catalog, "
+        "images/) into a new trackpilot dataset. Deleted records are left out; each drive "
+        "(session) becomes episodes. Fields a tub does not measure (speed, pose, lateral, "
+        "heading_error, progress, lap) are 0 and listed as unmeasured.",
+    )
+    p.add_argument("tubs", nargs="+", type=Path, metavar="TUB", help="tub directories")
+    p.add_argument("--out", type=Path, required=True, help="the new dataset directory")
+    add_config_args(p, TubImportConfig)
+    add_config_args(p, TubMapping)
+    p = sub.add_parser(
+        "export-tub",
+        help="write a dataset as a DonkeyCar tub",
+        description="Write a dataset as a new DonkeyCar tub (datastore v2, as DonkeyCar's own "
+        "reader and trainer read it): one session per episode, one record per frame with "
+        "cam/image_array (JPEG), user/angle, user/throttle and user/mode 'user'.",
+    )
+    p.add_argument("dir", type=Path, help="dataset directory")
+    p.add_argument("--out", type=Path, required=True, help="the new tub directory")
+    add_config_args(p, TubExportConfig)
+    add_config_args(p, TubMapping)
+
+
+def _tub(args: argparse.Namespace) -> int:
+    """``import-tub`` or ``export-tub``: their summary, or one ``error:`` line."""
+    progress = sys.stderr.isatty()
+    try:
+        mapping = config_from_args(TubMapping, args)
+        if args.command == "import-tub":
+            cfg = config_from_args(TubImportConfig, args)
+            summary = import_tub(args.tubs, args.out, cfg, mapping, progress=progress)
+        else:
+            cfg = config_from_args(TubExportConfig, args)
+            summary = export_tub(args.dir, args.out, cfg, mapping, progress=progress)
+    except ValueError as e:  # DatasetError, OutputError, a bad setting
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
+        return 2
+    print(format_tub_summary(summary))
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -104,11 +160,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _dataset_dir_problem(root: Path) -> str | None:
-    """Why ``root`` cannot be a dataset (no directory, no manifest), or None."""
+    """Why ``root`` cannot be a dataset (no directory, a DonkeyCar tub, no manifest), or None."""
     if not root.is_dir():
         return f"{root}: no such dataset directory"
+    if is_donkeycar_tub(root):
+        return tub_hint(root)
     if not (root / MANIFEST_NAME).is_file():
-        return f"{root / MANIFEST_NAME}: missing (not a trackpilot dataset?)"
+        return tub_hint(root) or f"{root / MANIFEST_NAME}: missing (not a trackpilot dataset?)"
     return None
 
 
@@ -143,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return _bench(args)
+    if args.command in ("import-tub", "export-tub"):
+        return _tub(args)
     problem = _dataset_dir_problem(args.dir)
     if problem is None:
         if args.command == "validate":

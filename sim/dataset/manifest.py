@@ -26,6 +26,7 @@ from sim.dataset.format import (
     _loads_limited,
 )
 from sim.dataset.frames import FRAME_FIELDS
+from sim.dataset.tub_format import tub_hint
 
 #: The fewest bytes a frame can take in an episode file (a 1x1 image and the labels): a
 #: record claiming more frames than its bytes can hold is refused before anything is
@@ -99,7 +100,7 @@ def _read_manifest(root: Path) -> tuple[dict | None, list[str]]:
             data = f.read(MAX_MANIFEST_BYTES + 1)
         text = data.decode("utf-8")
     except FileNotFoundError:
-        return None, [f"{path}: missing (not a trackpilot dataset?)"]
+        return None, [tub_hint(root) or f"{path}: missing (not a trackpilot dataset?)"]
     except (OSError, UnicodeDecodeError) as e:
         return None, [f"{path}: unreadable ({e})"]
     if len(data) > MAX_MANIFEST_BYTES:  # grew while being read
@@ -107,7 +108,7 @@ def _read_manifest(root: Path) -> tuple[dict | None, list[str]]:
     try:
         m = _loads_limited(text, str(path))
     except DatasetError as e:
-        return None, [str(e)]
+        return None, [tub_hint(root) or str(e)]
     if not isinstance(m, dict):
         return None, [f"{path}: top level is {type(m).__name__}, expected an object"]
     if m.get("format") != FORMAT_NAME:
