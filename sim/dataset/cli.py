@@ -1,4 +1,5 @@
-"""``python -m sim.dataset {info,validate,bench}``: inspect, check and benchmark datasets.
+"""``python -m sim.dataset {info,validate,bench,view}``: inspect, check, benchmark and view
+datasets.
 
 Exit status: 0 on success, 1 when ``validate`` finds errors (warnings alone pass), 2 for
 a usage error or a directory that is not a readable dataset.
@@ -16,6 +17,8 @@ from sim.dataset.format import MANIFEST_NAME, DatasetError, is_warning
 from sim.dataset.reader import open_dataset
 from sim.dataset.summary import dataset_summary, format_summary
 from sim.dataset.validate import validate_dataset
+from sim.dataset.view import ViewConfig, write_view
+from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import format_size, parse_size
 
 __all__ = ["build_parser", "main"]
@@ -86,7 +89,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write (and keep) the dataset here (default: a temporary directory, removed after)",
     )
+    _add_view_parser(sub)
     return parser
+
+
+def _add_view_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "view",
+        help="an MP4 of episodes with steering and throttle drawn over the frames",
+        description="Write the episodes' camera frames, enlarged, as an H.264 MP4 with the "
+        "steering and throttle labels drawn over them and the episode key, track, direction "
+        "and source (and takeover frames) in a corner.",
+    )
+    p.add_argument("dir", type=Path, help="dataset directory")
+    add_config_args(p, ViewConfig)
+
+
+def _view(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(ViewConfig, args)
+        result = write_view(args.dir, cfg)
+    except ValueError as e:  # DatasetError, VideoError, OutputError: one line each
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    h, w = result.size
+    print(
+        f"wrote {result.path}: {result.frames} frames of {result.episodes} episodes, {w}x{h} "
+        f"at {result.fps:g} fps ({result.frames_per_s:.0f} frames/s)"
+    )
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -145,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         return _bench(args)
     problem = _dataset_dir_problem(args.dir)
     if problem is None:
+        if args.command == "view":
+            return _view(args)
         if args.command == "validate":
             return _validate(args)
         try:
