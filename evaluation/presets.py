@@ -83,6 +83,9 @@ class Preset:
     steer_noise: float = 0.05
     drift_prob: float = 0.02
     start: str = "random"
+    # Every pilot again with domain randomisation (seeded colours, light, camera pose) on
+    # the held-out tracks: the board's robustness column.
+    robustness: bool = True
 
     def __post_init__(self) -> None:
         overlap = set(self.train_tracks) & set(self.eval_tracks)

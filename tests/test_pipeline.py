@@ -41,10 +41,19 @@ def test_tiny_pipeline(
     pilots = {"expert", "classical", *(m.name for m in tiny.zoo)}
     with Store(out / "leaderboard.sqlite") as store:
         every = store.closed_loop_rows(with_trajectories=True)
-        rows = [r for r in every if r["car"] is None]  # this machine
+        here = [r for r in every if r["car"] is None]  # this machine
+        rows = [r for r in here if not r["domain_randomization"]]
+        robust = [r for r in here if r["domain_randomization"]]
         car = [r for r in every if r["car"] is not None]
         assert {r["pilot"] for r in rows} == pilots
         assert len(rows) == len(pilots) * len(tiny.eval_tracks) * 2  # both directions
+        # Every pilot again with domain randomisation: the board's robustness column.
+        assert sorted((r["pilot"], r["track"], r["direction"]) for r in robust) == sorted(
+            (r["pilot"], r["track"], r["direction"]) for r in rows
+        )
+        assert not any(r["domain_randomization"] for r in car)
+        cnn_rows = [r for r in rows if r["pilot_kind"] == "cnn"]
+        assert all(r["num_parameters"] > 0 and r["model_bytes"] > 0 for r in cnn_rows)
         assert {r["track"] for r in rows} == set(tiny.eval_tracks)
         assert all(r["latency_mode"] == "measured" and r["latency_ms"] > 0 for r in rows)
         # The zoo again on the reference car, at the latency estimated for each model.

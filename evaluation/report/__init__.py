@@ -38,9 +38,12 @@ One module per job, every name re-exported here:
 - ``context``: :class:`Context` (this machine, code version, dataset) and the stale marks;
 - ``ranking``: run scores, :class:`Entry`, :func:`rank_entries`, :func:`sweep_summary`;
 - ``recipe``: the recipe's table rows, the F1-vs-latency points, :func:`pareto_front`;
+- ``formats``: how F1, parameter counts, bytes, laps and spreads are written (one way,
+  every rendering);
 - ``tables``: :class:`Report` (computed once from the store) and its :class:`Table` s;
 - ``text``: terminal, Markdown and CSV; ``figures``: the PNG plots; ``html_page``: the page;
-- ``write``: :func:`write_reports`; ``cli``: ``python -m evaluation.report``.
+- ``write``: :func:`write_reports` (and the run videos copied beside the page);
+  ``cli``: ``python -m evaluation.report``.
 """
 
 from __future__ import annotations
@@ -62,6 +65,15 @@ from evaluation.report.figures import (
     sweep_figure,
     trajectory_figures,
 )
+from evaluation.report.formats import (
+    format_bytes,
+    format_count,
+    format_f1,
+    laps_cell,
+    mean_sd,
+    mean_sd_cell,
+    model_cell,
+)
 from evaluation.report.html_page import render_html
 from evaluation.report.ranking import (
     Entry,
@@ -79,14 +91,29 @@ from evaluation.report.recipe import (
     pareto_front,
     recipe_rows,
 )
-from evaluation.report.tables import Report, Table, build_report
+from evaluation.report.tables import (
+    Report,
+    Table,
+    build_report,
+    frame_counts,
+    robustness_cell,
+    run_video,
+    score_cell,
+)
 from evaluation.report.text import render_markdown, render_terminal, write_csv
-from evaluation.report.write import FORMATS, report_json, write_reports
+from evaluation.report.write import (
+    FORMATS,
+    VIDEO_DIRNAME,
+    copy_videos,
+    report_json,
+    write_reports,
+)
 
 __all__ = [
     "CONTROL_PERIOD_MS",
     "FORMATS",
     "THIS_MACHINE",
+    "VIDEO_DIRNAME",
     "Context",
     "Entry",
     "F1Point",
@@ -98,13 +125,22 @@ __all__ = [
     "car_model_hash",
     "code_version",
     "completion",
+    "copy_videos",
     "current_context",
     "f1_latency_figure",
     "f1_latency_points",
+    "format_bytes",
+    "format_count",
+    "format_f1",
+    "frame_counts",
     "latest_offline",
+    "laps_cell",
     "latest_profile_hardware",
     "learning_curve_figure",
     "main",
+    "mean_sd",
+    "mean_sd_cell",
+    "model_cell",
     "pareto_front",
     "rank_entries",
     "recipe_rows",
@@ -112,7 +148,10 @@ __all__ = [
     "render_markdown",
     "render_terminal",
     "report_json",
+    "robustness_cell",
     "run_score",
+    "run_video",
+    "score_cell",
     "stale_reasons",
     "sweep_figure",
     "sweep_summary",
