@@ -22,6 +22,18 @@ Ranking (the satisficing recipe: one optimizing number, constraints that must ho
   the current one, or written by another (older) code version. Stale entries are flagged,
   not dropped (:mod:`evaluation.report.context` has the rules).
 
+- **Robustness**: runs with domain randomisation (``domain_randomization``: seeded
+  colours, light and camera pose on the same held-out tracks) are kept out of the score
+  and the ranking; their own score is the entry's robustness, shown beside the clean one
+  with the change (a pilot that drives only on the training palette drops there).
+- **Seeds**: with several seeds per track and direction, the score shows the sample
+  standard deviation of the per-seed scores (``65.0 ± 14.1``), and a table gives mean ±
+  spread per track and direction.
+
+How numbers are written (F1 as ``0.850``, laps with their interventions as ``4/4 (14
+interv.)``, parameters and weights on disk as ``45.2k / 181 kB``) is
+:mod:`evaluation.report.formats`, the same in every rendering.
+
 An *entry* is one pilot (name + checkpoint sha256) on one *target* (this machine, a car
 computer or a profiled device: the row's ``car``) at one latency setting; its runs are the
 newest row for each (track, track geometry, direction, speed, laps, seed). Every table

@@ -32,7 +32,7 @@ Guarantees:
   renderer, camera, rates...) is fixed at creation; appending with an incompatible camera,
   control rate or renderer is refused.
 
-CLI: ``python -m sim.dataset {info,validate,bench} ...``.
+CLI: ``python -m sim.dataset {info,validate,bench,view} ...``.
 
 Modules, one job each; import from ``sim.dataset`` itself, which re-exports every module's
 ``__all__`` (``manifest`` and ``episode_file`` are internal):
@@ -48,11 +48,23 @@ Modules, one job each; import from ``sim.dataset`` itself, which re-exports ever
 - :mod:`~sim.dataset.validate`: :func:`validate_dataset`;
 - :mod:`~sim.dataset.summary`: :func:`dataset_summary`, :func:`dataset_fingerprint`;
 - :mod:`~sim.dataset.synthetic`: :func:`synthetic_episode`;
+- :mod:`~sim.dataset.view`: :func:`write_view` (episodes as an MP4, labels drawn over);
 - :mod:`~sim.dataset.bench` and :mod:`~sim.dataset.cli`: the command line.
 """
 
 # Each module's __all__ is its public API; the package re-exports all of them.
-from sim.dataset import bench, cli, format, frames, reader, summary, synthetic, validate, writer
+from sim.dataset import (
+    bench,
+    cli,
+    format,
+    frames,
+    reader,
+    summary,
+    synthetic,
+    validate,
+    view,
+    writer,
+)
 from sim.dataset.bench import *  # noqa: F403
 from sim.dataset.cli import *  # noqa: F403
 from sim.dataset.format import *  # noqa: F403
@@ -61,6 +73,7 @@ from sim.dataset.reader import *  # noqa: F403
 from sim.dataset.summary import *  # noqa: F403
 from sim.dataset.synthetic import *  # noqa: F403
 from sim.dataset.validate import *  # noqa: F403
+from sim.dataset.view import *  # noqa: F403
 from sim.dataset.writer import *  # noqa: F403
 
 __all__ = [
@@ -71,6 +84,7 @@ __all__ = [
     *validate.__all__,
     *summary.__all__,
     *synthetic.__all__,
+    *view.__all__,
     *bench.__all__,
     *cli.__all__,
 ]
