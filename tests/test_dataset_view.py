@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_dataset import INFO as DATASET_INFO
 
 from sim import mp4
 from sim.dataset import DatasetWriter, EpisodeMeta, main, open_dataset, synthetic_episode
@@ -17,15 +18,7 @@ from sim.mp4 import Mp4Writer, VideoError
 from sim.overlay import STEERING, THROTTLE, LabelOverlay, upscale
 
 HW = (40, 60)
-INFO = {
-    "env_id": "TrackPilot-v0",
-    "env_version": 0,
-    "pybullet_version": "3.2.7",
-    "renderer": "tiny",
-    "camera": {"height": 0.2, "pitch": -15.0, "fov": 90.0, "image_size": list(HW)},
-    "control_hz": 20,
-    "physics_hz": 240,
-}
+INFO = {**DATASET_INFO, "camera": {**DATASET_INFO["camera"], "image_size": list(HW)}}
 
 
 def _flat_frames(seed: int, n: int, takeover: tuple[int, ...] = ()) -> dict[str, np.ndarray]:

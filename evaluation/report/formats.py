@@ -41,26 +41,27 @@ def format_f1(value: Any, none: str = "–") -> str:
     return none if x is None else f"{x:.3f}"
 
 
-def format_count(value: Any, none: str = "–") -> str:
-    """A parameter count: ``812``, ``45.2k``, ``11.2M``."""
+def _scaled(value: Any, units: tuple[tuple[float, str], ...], fmt: str, none: str) -> str:
     x = _num(value)
     if x is None:
         return none
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for div, unit in units:
         if abs(x) >= div:
             return f"{x / div:.3g}{unit}"
-    return f"{x:.0f}"
+    return format(x, fmt)
+
+
+def format_count(value: Any, none: str = "–") -> str:
+    """A parameter count: ``812``, ``45.2k``, ``11.2M``."""
+    return _scaled(value, ((1e9, "G"), (1e6, "M"), (1e3, "k")), ".0f", none)
 
 
 def format_bytes(value: Any, none: str = "–") -> str:
     """Bytes on disk in decimal units: ``812 B``, ``181 kB``, ``44.7 MB``."""
     x = _num(value)
-    if x is None:
-        return none
-    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if abs(x) >= div:
-            return f"{x / div:.3g} {unit}"
-    return f"{x:.0f} B"
+    if x is not None and abs(x) < 1e3:
+        return f"{x:.0f} B"
+    return _scaled(x, ((1e9, " GB"), (1e6, " MB"), (1e3, " kB")), ".0f", none)
 
 
 def model_cell(num_parameters: Any, model_bytes: Any) -> str:

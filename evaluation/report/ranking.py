@@ -25,13 +25,13 @@ order.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from evaluation.report.context import THIS_MACHINE, Context, stale_reasons, target_label
+from evaluation.report.formats import _num
 
 __all__ = [
     "OWN_LATENCY",
@@ -43,14 +43,6 @@ __all__ = [
     "sweep_summary",
     "target_order",
 ]
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _mean(values: Iterable[Any]) -> float | None:

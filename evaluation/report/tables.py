@@ -196,6 +196,20 @@ class Report:
                     out.append((e, r, env, video))
         return out
 
+    def seed_groups(self) -> list[tuple[Entry, str, str, str, list[dict[str, Any]]]]:
+        """``(entry, env, track, direction, runs)`` for each entry, environment (clean,
+        randomized), track and direction run with several seeds, in board order."""
+        out = []
+        for e in self.entries:
+            for env, runs in (("clean", e.runs), ("randomized", e.robust_runs)):
+                by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+                for r in runs:
+                    by.setdefault((str(r.get("track")), str(r.get("direction"))), []).append(r)
+                for (track, direction), rs in sorted(by.items()):
+                    if len({r.get("seed") for r in rs}) > 1:
+                        out.append((e, env, track, direction, rs))
+        return out
+
     @property
     def has_robustness(self) -> bool:
         return any(e.robust_runs for e in self.entries)
@@ -263,29 +277,21 @@ class Report:
     def seeds_table(self) -> Table | None:
         """Per entry, track and direction run with several seeds: mean ± spread of the
         score, interventions, |CTE| and lap time over the seeds (None: one seed each)."""
-        rows = []
-        for e in self.entries:
-            for env, runs in (("clean", e.runs), ("randomized", e.robust_runs)):
-                by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-                for r in runs:
-                    by.setdefault((str(r.get("track")), str(r.get("direction"))), []).append(r)
-                for (track, direction), rs in sorted(by.items()):
-                    if len({r.get("seed") for r in rs}) < 2:
-                        continue
-                    rows.append(
-                        [
-                            e.label,
-                            e.target,
-                            track,
-                            direction,
-                            env,
-                            str(len(rs)),
-                            mean_sd_cell([100.0 * run_score(r) for r in rs]),
-                            mean_sd_cell([r.get("interventions") for r in rs]),
-                            mean_sd_cell([r.get("mean_abs_cte") for r in rs], ".3f"),
-                            mean_sd_cell([r.get("mean_lap_time") for r in rs]),
-                        ]
-                    )
+        rows = [
+            [
+                e.label,
+                e.target,
+                track,
+                direction,
+                env,
+                str(len(rs)),
+                mean_sd_cell([100.0 * run_score(r) for r in rs]),
+                mean_sd_cell([r.get("interventions") for r in rs]),
+                mean_sd_cell([r.get("mean_abs_cte") for r in rs], ".3f"),
+                mean_sd_cell([r.get("mean_lap_time") for r in rs]),
+            ]
+            for e, env, track, direction, rs in self.seed_groups()
+        ]
         if not rows:
             return None
         return Table(

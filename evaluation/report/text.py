@@ -109,24 +109,17 @@ def _recipe_csv_rows(report: Report) -> list[list[Any]]:
 def _seed_csv_rows(report: Report) -> list[list[Any]]:
     """One line per entry, track, direction and environment run with several seeds."""
     rows = []
-    for e in report.entries:
-        for env, runs in (("clean", e.runs), ("randomized", e.robust_runs)):
-            by: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            for r in runs:
-                by.setdefault((str(r.get("track")), str(r.get("direction"))), []).append(r)
-            for (track, direction), rs in sorted(by.items()):
-                if len({r.get("seed") for r in rs}) < 2:
-                    continue
-                stats = [
-                    mean_sd([100.0 * run_score(r) for r in rs]),
-                    mean_sd([r.get("interventions") for r in rs]),
-                    mean_sd([r.get("mean_abs_cte") for r in rs]),
-                    mean_sd([r.get("mean_lap_time") for r in rs]),
-                ]
-                rows.append(
-                    [e.pilot, e.checkpoint_sha256, e.latency_label, e.target, track, direction,
-                     env, len(rs), *(v for m, sd, _ in stats for v in (m, sd))]
-                )  # fmt: skip
+    for e, env, track, direction, rs in report.seed_groups():
+        stats = [
+            mean_sd([100.0 * run_score(r) for r in rs]),
+            mean_sd([r.get("interventions") for r in rs]),
+            mean_sd([r.get("mean_abs_cte") for r in rs]),
+            mean_sd([r.get("mean_lap_time") for r in rs]),
+        ]
+        rows.append(
+            [e.pilot, e.checkpoint_sha256, e.latency_label, e.target, track, direction,
+             env, len(rs), *(v for m, sd, _ in stats for v in (m, sd))]
+        )  # fmt: skip
     return rows
 
 
