@@ -30,7 +30,8 @@ def test_tiny_pipeline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
 ) -> None:
     out = tmp_path / "out"
-    rc = lb.main(["--preset", "tiny", "--out", str(out), "--workers", "1", "--seed", "0"])
+    argv = ["--preset", "tiny", "--out", str(out), "--workers", "1", "--seed", "0", "--video"]
+    rc = lb.main(argv)
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "[4/4] reports" in printed and "Closed-loop leaderboard" in printed
@@ -77,6 +78,10 @@ def test_tiny_pipeline(
         assert (report / name).stat().st_size > 0, name
     page = (report / "leaderboard.html").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") >= 3  # 2 trajectory maps, learning curves
+    # --video: an MP4 of every run on this machine, clean and randomised, beside the page.
+    copies = sorted((report / "videos").glob("*.mp4"))
+    assert len(copies) == len(rows) + len(robust) == page.count("<video ")
+    assert sum(c.name.endswith("_dr.mp4") for c in copies) == len(robust)
 
     # A second run finds the dataset and the trained zoo and reuses them.
     data = lb.record_dataset(tiny, out, seed=0)
