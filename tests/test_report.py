@@ -619,9 +619,13 @@ def test_trajectories_are_small_multiples(rendered: tuple) -> None:
         "chicane, ccw: 9 pilots, one map each", "chicane, cw: 9 pilots, one map each",
         "triangle, ccw: 9 pilots, one map each", "triangle, cw: 9 pilots, one map each",
     ]  # fmt: skip
-    with Image.open(io.BytesIO(base64.b64decode(figs[0][1]))) as im:
-        w, h = im.size
-    assert w > 700 and h > 600  # 4 columns x 3 rows of small maps
+    sizes = []
+    for _, b64 in figs:
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as im:
+            sizes.append(im.size)
+    (cw, ch), (tw, th) = sizes[0], sizes[2]
+    assert tw > 700 and th > 600  # triangle: 4 columns x 3 rows of small maps
+    assert cw == tw and ch < 0.8 * th  # the flat chicane's maps are as tall as it is
 
 
 def test_run_videos_are_copied_beside_the_page_and_linked(rendered: tuple, tmp_path: Path) -> None:

@@ -84,7 +84,12 @@ def trajectory_figures(report: Report) -> list[tuple[str, str]]:
             continue
         ncols = min(TRAJECTORY_COLUMNS, len(items))
         nrows = math.ceil(len(items) / ncols)
-        height = 2.9 * nrows + 0.6  # and a strip for the title
+        # Each map as tall as the track is (a long, flat track leaves no empty bands), plus
+        # its two-line title; a strip on top for the figure's title.
+        edges = np.concatenate(track.edges())
+        extent = edges.max(axis=0) - edges.min(axis=0)
+        panel_h = min(2.9, max(1.0, 2.9 * float(extent[1] / max(extent[0], 1e-6)))) + 0.45
+        height = panel_h * nrows + 0.6
         fig = _figure(2.9 * ncols, height)
         for i, (e, r) in enumerate(items):
             ax = fig.add_subplot(nrows, ncols, i + 1)
@@ -110,7 +115,12 @@ def trajectory_figures(report: Report) -> list[tuple[str, str]]:
             va="top",
         )
         fig.subplots_adjust(
-            left=0.02, right=0.98, bottom=0.02, top=1 - 0.75 / height, wspace=0.05, hspace=0.3
+            left=0.02,
+            right=0.98,
+            bottom=0.02,
+            top=1 - 0.75 / height,
+            wspace=0.05,
+            hspace=0.45 / (panel_h - 0.45),
         )
         hashes = {r.get("track_hash") for _, r in items} - {None}
         mismatch = hashes and not hashes & {track.geometry_hash, track.reversed().geometry_hash}
