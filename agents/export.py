@@ -278,6 +278,7 @@ def describe(pilot: CNNPilot) -> dict[str, Any]:
         "source_sha256": pilot.sha256,
         "dataset_fingerprint": (record.get("dataset") or {}).get("fingerprint"),
         "mflop": round(count_mflop(model), 6),
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
         "preprocessing": {
             "input": "image",
             "dtype": "uint8",

@@ -294,6 +294,7 @@ class RunResult(Outcome):
     interventions_at: list[list[float]] = field(default_factory=list)  # [x, y, t]
     pilot_meta: dict[str, Any] = field(default_factory=dict)
     video: str | None = None
+    domain_randomization: bool = False  # the env drew colours, light and camera pose per reset
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -558,4 +559,5 @@ class ClosedLoop:
             trajectory=self.trajectory,
             interventions_at=self.interventions_at,
             pilot_meta=meta,
+            domain_randomization=bool(getattr(env, "domain_randomization", False)),
         )

@@ -128,7 +128,15 @@ class EvalConfig:
         metadata={"help": "comma-separated ms for --sweep", "parse": _ms_list},
     )
     max_time_s: float | None = None  # per run, simulated seconds; none: 3x the laps' time + 20 s
-    video_dir: str | None = None  # write a video of every (non-sweep) run into this directory
+    video_dir: str | None = None  # write an MP4 of every (non-sweep) run into this directory
+    domain_randomization: bool = field(
+        default=False,
+        metadata={
+            "help": "robustness runs: seeded road, line and ground colours, light direction and "
+            "camera height and pitch per run (the rows say so; the report shows them as the "
+            "robustness column)"
+        },
+    )
     out_dir: str | None = None  # write sweep.png here (with sweep); None: no files
     db: str | None = (
         None  # leaderboard SQLite file the rows go to, one transaction; None: not stored
@@ -309,6 +317,8 @@ def make_row(
         profile_hardware=charge.hardware if charge and charge.mode == "profile" else None,
         car_model=charge.car_model if charge else None,
         mflop=meta.get("mflop"),
+        num_parameters=meta.get("num_parameters"),
+        model_bytes=meta.get("model_bytes"),
         device=charge.device if charge and charge.mode in ("profile", "estimated") else here,
         hardware=hardware_fingerprint(pilot.device),
         code_version=code_version(),
@@ -318,9 +328,11 @@ def make_row(
 
 
 def _video_path(cfg: EvalConfig, pilot: PilotInfo, track: str, direction: str, seed: int) -> str:
-    from evaluation.video import video_format
-
-    name = f"{_slug(pilot.name)}_{_slug(Path(track).stem)}_{direction}_s{seed}.{video_format()}"
+    # Runs of one pilot at other latencies or with randomisation keep their own files.
+    charged = pilot.charge.car or f"{pilot.latency_s * 1e3:g}ms"
+    lat = "" if pilot.latency_mode == "measured" else f"_{_slug(charged)}"
+    dr = "_dr" if cfg.domain_randomization else ""
+    name = f"{_slug(pilot.name)}_{_slug(Path(track).stem)}_{direction}_s{seed}{lat}{dr}.mp4"
     return str(Path(cfg.video_dir or ".") / name)
 
 
@@ -347,6 +359,10 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]
     setting = cfg.latency_setting
     for t in cfg.tracks:  # fail before any work on a bad track
         load_track(t)
+    if cfg.video_dir:  # ... or an ffmpeg that cannot write the videos
+        from sim.mp4 import check_ffmpeg
+
+        check_ffmpeg()
     profiles = load_profiles(setting.path) if setting.mode == "profile" and setting.path else None
     pilots = [
         prepare_pilot(
@@ -389,6 +405,7 @@ def _run(cfg: EvalConfig, device: str, pilots: list[PilotInfo], progress: bool) 
             seed=seed,
             device=device,
             max_time_s=cfg.max_time_s,
+            domain_randomization=cfg.domain_randomization,
             **kw,
         )
 

@@ -15,7 +15,8 @@ Steps (each a function, testable with tiny settings; every name is importable fr
    processes.
 3. :func:`evaluate_zoo`: the zoo plus ``expert`` and ``classical``, offline on the test
    split (the runs' ``test_metrics.json`` plus the measured latency) and in closed loop,
-   latency measured, on the held-out tracks (never used in training) in both directions;
+   latency measured, on the held-out tracks (never used in training) in both directions,
+   clean and again with domain randomisation (the board's robustness column);
    the zoo again in closed loop at the latency estimated for the preset's reference car
    computer (``--car``, :mod:`evaluation.cars`); a latency sweep for the pilots the
    story needs. One store transaction.
@@ -147,6 +148,10 @@ def _offline_row(
         "accuracy": tm.get("accuracy"),
         "per_class": classes.get("per_class"),
         "mflop": first.mflop if first else None,
+        "num_parameters": first.num_parameters
+        if first
+        else (trained.record.get("num_parameters") if trained else None),
+        "model_bytes": first.model_bytes if first else None,
         "latency_median_ms": first.latency_ms if first else None,
         "latency_p95_ms": first.latency_p95_ms if first else None,
         "device": first.device if first else None,
@@ -203,10 +208,13 @@ def evaluate_zoo(
     device: str | None = None,
     progress: bool = False,
     say: Callable[[str], None] = print,
+    video_dir: str | None = None,
 ) -> Evaluation:
     """Step 3: offline table and closed-loop runs (measured latency) of the zoo, the
-    expert and the classical pilot; latency sweep of ``preset.sweep_roles``; one store
-    transaction."""
+    expert and the classical pilot; with ``preset.robustness`` the same runs again with
+    domain randomisation (the board's robustness column); latency sweep of
+    ``preset.sweep_roles``; one store transaction. ``video_dir``: an MP4 of every run on
+    this machine (clean and randomised) there, shown in the HTML report."""
     device = device or preset.eval_device
     specs = ["expert", "classical", *(str(m.run_dir) for m in zoo.values())]
     names = {"expert": "expert", "classical": "classical"}
@@ -225,10 +233,31 @@ def evaluate_zoo(
         directions=DIRECTIONS,
         latency="measured",
         progress=progress,
+        video_dir=video_dir,
         **common,
     )
     _rename(rows, names)
     say(f"  closed loop: {len(rows)} runs in {time.perf_counter() - t0:.0f} s")
+    robust_rows: list[ResultRow] = []
+    if preset.robustness:
+        # The same pilots, tracks and seeds with seeded colours, light and camera pose: a
+        # pilot that drives only on the training palette shows it in this column.
+        t0 = time.perf_counter()
+        robust_rows = evaluate(
+            specs,
+            tracks=preset.eval_tracks,
+            directions=DIRECTIONS,
+            latency="measured",
+            domain_randomization=True,
+            progress=progress,
+            video_dir=video_dir,
+            **common,
+        )
+        _rename(robust_rows, names)
+        say(
+            f"  closed loop with domain randomisation: {len(robust_rows)} runs in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
     car_rows: list[ResultRow] = []
     if preset.reference_car and zoo:
         # The zoo again, on the reference car: each model at the latency estimated for it
@@ -288,7 +317,7 @@ def evaluate_zoo(
     offline.append(_offline_row("classical", "classical", rows, metrics=cm))
     offline += [_offline_row(m.spec.name, "cnn", rows, trained=m) for m in zoo.values()]
     eid = store.add(
-        closed_loop=[*rows, *car_rows],
+        closed_loop=[*rows, *robust_rows, *car_rows],
         sweep=sweep_rows,
         offline=offline,
         context={
@@ -301,7 +330,9 @@ def evaluate_zoo(
             "reference_car": preset.reference_car,
         },
     )
-    return Evaluation(rows, sweep_rows, offline, eid, names, car_rows, preset.reference_car)
+    return Evaluation(
+        rows, sweep_rows, offline, eid, names, car_rows, preset.reference_car, robust_rows
+    )
 
 
 # ---------------------------------------------------------------------------- step 4: reports
@@ -356,6 +387,7 @@ class LeaderboardConfig:
     )
     force: bool = False  # ignore caches: record and train again
     progress: bool = False  # progress bars for the closed-loop runs
+    video: bool = False  # an MP4 of every closed-loop run on this machine (OUT/videos), shown in the HTML report
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -446,7 +478,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         with _timed(timings, "evaluate"):
             ev = evaluate_zoo(
-                preset, zoo, data, store, device=cfg.eval_device, progress=cfg.progress, **kw
+                preset,
+                zoo,
+                data,
+                store,
+                device=cfg.eval_device,
+                progress=cfg.progress,
+                video_dir=str(out / "videos") if cfg.video else None,
+                **kw,
             )
         say("[4/4] reports")
         with _timed(timings, "report"):

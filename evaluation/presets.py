@@ -84,6 +84,9 @@ class Preset:
     drift_prob: float = 0.02
     start: str = "random"
     about: str = ""  # what the preset is for, one line (the leaderboard's --help)
+    # Every pilot again with domain randomisation (seeded colours, light, camera pose) on
+    # the held-out tracks: the board's robustness column.
+    robustness: bool = True
 
     def __post_init__(self) -> None:
         overlap = set(self.train_tracks) & set(self.eval_tracks)

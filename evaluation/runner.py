@@ -114,7 +114,7 @@ def run_closed_loop(
     max_speed``. The run stops when the laps are done or at ``max_time_s`` of
     simulated time (default :func:`default_max_time`); leaving the road is an
     intervention (re-centre, go on). With ``video_path`` a video (camera and top-down
-    side by side) is written there (:mod:`evaluation.video`). With ``latency_samples``
+    side by side, MP4) is written there (:mod:`evaluation.video`). With ``latency_samples``
     (seconds) each inference draws its latency from them, seeded by ``seed``;
     ``latency_s`` is then the distribution's median, for the record.
     """
@@ -141,6 +141,7 @@ def run_closed_loop(
         max_laps=None,
         **dict(env_kwargs or {}),
     )
+    video = None
     try:
         video = None if video_path is None else _Video(env, video_path, camera)
         loop = ClosedLoop(
@@ -164,6 +165,8 @@ def run_closed_loop(
             result.video = str(video.video.close())
         return result
     finally:
+        if video is not None and video.video is not None:
+            video.video.abort()  # a failed run leaves no half-written video (no-op once closed)
         env.close()
 
 
@@ -188,6 +191,7 @@ class RunJob:
     max_time_s: float | None = None
     record_trajectory: bool = True
     video_path: str | None = None
+    domain_randomization: bool = False  # seeded colours, light and camera pose (robustness)
 
     def __post_init__(self) -> None:
         if self.latency_mode not in LATENCY_MODES:
@@ -230,6 +234,7 @@ def run_job(job: RunJob) -> RunResult:
         max_time_s=job.max_time_s,
         record_trajectory=job.record_trajectory,
         video_path=job.video_path,
+        env_kwargs={"domain_randomization": True} if job.domain_randomization else None,
     )
 
 

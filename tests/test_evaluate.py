@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from evaluation.evaluate import evaluate, main
@@ -128,6 +129,49 @@ def test_evaluate_cnn_checkpoint_with_measured_latency(tmp_path) -> None:
     assert row.latency_mode == "measured" and 0 < row.latency_ms <= row.latency_p95_ms
     assert row.track == "oval" and row.direction == "cw"
     assert row.elapsed_s == pytest.approx(0.5) and not row.completed
+    # What a chooser compares besides the score: the model's size.
+    assert row.num_parameters == sum(p.numel() for p in model.parameters())
+    assert row.model_bytes == (tmp_path / record["weights"]).stat().st_size
+    assert not row.domain_randomization
+
+
+def test_domain_randomization_runs_say_so_and_see_other_colours(tmp_path) -> None:
+    import imageio.v2 as iio
+
+    common = dict(
+        tracks=["oval"], directions=["ccw"], laps=1, latency="0", max_time_s=0.3,
+        progress=False, video_dir=str(tmp_path),
+    )  # fmt: skip
+    (clean,) = evaluate(["classical"], **common)
+    (robust,) = evaluate(["classical"], domain_randomization=True, **common)
+    assert not clean.domain_randomization and robust.domain_randomization
+    assert clean.video.endswith("edge_oval_ccw_s0_0ms.mp4")
+    assert robust.video.endswith("edge_oval_ccw_s0_0ms_dr.mp4")
+    with iio.get_reader(clean.video) as a, iio.get_reader(robust.video) as b:
+        first_clean, first_robust = (np.asarray(r.get_data(0)).astype(int) for r in (a, b))
+    # The camera half (left) shows other colours, light or pose; the map half is the same.
+    half = first_clean.shape[1] // 2
+    assert np.abs(first_clean[:, :half] - first_robust[:, :half]).mean() > 5
+    assert ResultRow.from_dict(robust.to_dict()).domain_randomization
+
+
+def test_cli_unusable_ffmpeg_fails_before_any_run(tmp_path, capsys, monkeypatch) -> None:
+    from sim import mp4
+
+    broken = tmp_path / "ffmpeg"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(broken))
+    mp4._probe.cache_clear()
+    try:
+        rc = main(["expert", *SHORT, "--video", str(tmp_path / "v"), "--no-progress",
+                   "--out", str(tmp_path / "out")])  # fmt: skip
+    finally:
+        mp4._probe.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {broken}: this ffmpeg cannot write MP4 video (exit status 3")
+    assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
 def test_classical_pilot_runs() -> None:

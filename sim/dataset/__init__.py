@@ -32,7 +32,7 @@ Guarantees:
   renderer, camera, rates...) is fixed at creation; appending with an incompatible camera,
   control rate or renderer is refused.
 
-CLI: ``python -m sim.dataset {info,validate,bench,import-tub,export-tub} ...``.
+CLI: ``python -m sim.dataset {info,validate,bench,view,import-tub,export-tub} ...``.
 
 Modules, one job each; import from ``sim.dataset`` itself, which re-exports every module's
 ``__all__`` (``manifest`` and ``episode_file`` are internal):
@@ -52,6 +52,7 @@ Modules, one job each; import from ``sim.dataset`` itself, which re-exports ever
 - :mod:`~sim.dataset.tub`: DonkeyCar tubs in and out: the settings, what they mean;
   :mod:`~sim.dataset.tub_import` (:func:`import_tub`), :mod:`~sim.dataset.tub_export`
   (:func:`export_tub`);
+- :mod:`~sim.dataset.view`: :func:`write_view` (episodes as an MP4, labels drawn over);
 - :mod:`~sim.dataset.bench` and :mod:`~sim.dataset.cli`: the command line.
 """
 
@@ -69,6 +70,7 @@ from sim.dataset import (
     tub_format,
     tub_import,
     validate,
+    view,
     writer,
 )
 from sim.dataset.bench import *  # noqa: F403
@@ -83,6 +85,7 @@ from sim.dataset.tub_export import *  # noqa: F403
 from sim.dataset.tub_format import *  # noqa: F403
 from sim.dataset.tub_import import *  # noqa: F403
 from sim.dataset.validate import *  # noqa: F403
+from sim.dataset.view import *  # noqa: F403
 from sim.dataset.writer import *  # noqa: F403
 
 __all__ = [
@@ -97,6 +100,7 @@ __all__ = [
     *tub.__all__,
     *tub_import.__all__,
     *tub_export.__all__,
+    *view.__all__,
     *bench.__all__,
     *cli.__all__,
 ]

@@ -1,5 +1,5 @@
-"""``python -m sim.dataset {info,validate,bench,import-tub,export-tub}``: inspect, check and
-benchmark datasets; import DonkeyCar tubs and export datasets as tubs.
+"""``python -m sim.dataset {info,validate,bench,view,import-tub,export-tub}``: inspect,
+check, benchmark and view datasets; import DonkeyCar tubs and export datasets as tubs.
 
 Exit status: 0 on success, 1 when ``validate`` finds errors (warnings alone pass), 2 for
 a usage error or a directory that is not a readable dataset.
@@ -21,6 +21,7 @@ from sim.dataset.tub_export import export_tub
 from sim.dataset.tub_format import is_donkeycar_tub, tub_hint
 from sim.dataset.tub_import import import_tub
 from sim.dataset.validate import validate_dataset
+from sim.dataset.view import ViewConfig, write_view
 from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import format_size, parse_size
 from tracks.outputs import os_error_line
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write (and keep) the dataset here (default: a temporary directory, removed after)",
     )
     _add_tub_commands(sub)
+    _add_view_parser(sub)
     return parser
 
 
@@ -126,7 +128,7 @@ def _add_tub_commands(sub: argparse._SubParsersAction) -> None:
 
 def _tub(args: argparse.Namespace) -> int:
     """``import-tub`` or ``export-tub``: their summary, or one ``error:`` line."""
-    progress = sys.stderr.isatty()
+    progress = True  # tracks.progress: a bar on a terminal, one summary line otherwise
     try:
         mapping = config_from_args(TubMapping, args)
         if args.command == "import-tub":
@@ -142,6 +144,33 @@ def _tub(args: argparse.Namespace) -> int:
         print(f"error: {os_error_line(e, args.out)}", file=sys.stderr)
         return 2
     print(format_tub_summary(summary))
+    return 0
+
+
+def _add_view_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "view",
+        help="an MP4 of episodes with steering and throttle drawn over the frames",
+        description="Write the episodes' camera frames, enlarged, as an H.264 MP4 with the "
+        "steering and throttle labels drawn over them and the episode key, track, direction "
+        "and source (and takeover frames) in a corner.",
+    )
+    p.add_argument("dir", type=Path, help="dataset directory")
+    add_config_args(p, ViewConfig)
+
+
+def _view(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(ViewConfig, args)
+        result = write_view(args.dir, cfg)
+    except ValueError as e:  # DatasetError, VideoError, OutputError: one line each
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    h, w = result.size
+    print(
+        f"wrote {result.path}: {result.frames} frames of {result.episodes} episodes, {w}x{h} "
+        f"at {result.fps:g} fps ({result.frames_per_s:.0f} frames/s)"
+    )
     return 0
 
 
@@ -205,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         return _tub(args)
     problem = _dataset_dir_problem(args.dir)
     if problem is None:
+        if args.command == "view":
+            return _view(args)
         if args.command == "validate":
             return _validate(args)
         try:

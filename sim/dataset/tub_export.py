@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from sim.dataset.format import DatasetError, _is_int
 from sim.dataset.reader import open_dataset
@@ -39,6 +38,7 @@ from sim.dataset.tub_format import (
     tub_image_name,
 )
 from tracks.fileio import fsync_dir, fsync_files
+from tracks.progress import progress_bar
 
 __all__ = ["export_tub"]
 
@@ -87,7 +87,7 @@ def export_tub(
         next_ms = int(round(now * 1000))
         with (
             ThreadPoolExecutor(WORKERS) as pool,
-            tqdm(total=len(ds), unit="frame", desc="export", disable=not progress) as bar,
+            progress_bar(total=len(ds), unit="frame", desc="export", enabled=progress) as bar,
         ):
             for i, rec in enumerate(ds.episodes):
                 a = ds.load_episode(i, fields=["image", "steering", "throttle", "t"])

@@ -23,7 +23,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from sim.dataset.format import DatasetError, EpisodeMeta, _json_limit_problem
 from sim.dataset.frames import FRAME_FIELDS
@@ -52,6 +51,7 @@ from sim.dataset.tub_format import (
 )
 from sim.dataset.writer import DatasetWriter
 from tracks.common import format_size, parse_size
+from tracks.progress import progress_bar
 
 __all__ = ["MAX_IMPORT_EPISODE_FRAMES", "import_tub"]
 
@@ -448,7 +448,7 @@ def import_tub(
         writer = DatasetWriter(tmp, info)
         with (
             ThreadPoolExecutor(WORKERS) as pool,
-            tqdm(total=total, unit="frame", desc="import", disable=not progress) as bar,
+            progress_bar(total=total, unit="frame", desc="import", enabled=progress) as bar,
         ):
             for plan in plans:
                 n = 0
@@ -487,7 +487,7 @@ def _decoded_runs(
     hw: tuple[int, int],
     cfg: TubImportConfig,
     pool: ThreadPoolExecutor,
-    bar: tqdm,
+    bar: Any,  # a tracks.progress bar
 ) -> Iterable[tuple[list[_Frame], np.ndarray, str]]:
     """The episode's frames with their decoded images; with ``--skip-bad-records`` an
     unreadable image cuts it in two (the part before it ends ``"unreadable"``)."""
