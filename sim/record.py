@@ -328,15 +328,16 @@ def _recorded_settings(rec: dict, info: dict) -> dict:
 
 def settings_differences(cfg: RecordConfig, rec: dict, info: dict) -> list[str]:
     """``"--flag THERE there, NOW now"`` for each setting in which the episode of record
-    ``rec`` differs from what ``cfg`` would record."""
+    ``rec`` differs from what ``cfg`` would record (settings an older record does not state
+    are not compared)."""
     have, want = _recorded_settings(rec, info), cfg.episode_settings()
     out = []
     for name in ("laps", "start", "domain_randomization"):
-        if have.get(name) != want[name]:
-            out.append(f"--{name.replace('_', '-')} {have.get(name)} there, {want[name]} now")
+        if have.get(name) is not None and have[name] != want[name]:
+            out.append(f"--{name.replace('_', '-')} {have[name]} there, {want[name]} now")
     for name, value in want["expert"].items():
         there = (have.get("expert") or {}).get(name)
-        if there != value:
+        if there is not None and there != value:
             flag = EXPERT_FLAGS.get(name, f"expert {name}")
             out.append(f"{flag} {there} there, {value} now")
     return out

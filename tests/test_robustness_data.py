@@ -235,9 +235,7 @@ def test_the_reproduction_of_the_issue_fails_properly(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     p = tmp_path / "d/episodes/ep-oval-ccw-002-s3.safetensors"
-    b = bytearray(p.read_bytes())
-    b[3000000] ^= 255
-    p.write_bytes(b)
+    corrupt(p, "image")  # the issue flipped byte 3,000,000 of a raw (version 1) file
     proc = run("training.train", "--data", "d", "--out", "r", "--epochs", "1", cwd=tmp_path)
     assert_one_error(proc, "d/episodes/ep-oval-ccw-002-s3.safetensors", "sha256 mismatch")
     assert not (tmp_path / "r").exists()

@@ -184,7 +184,7 @@ def _encoded_fields(text: str, tensors: dict[str, _Tensor], path: Path) -> dict[
             raise DatasetError(f"{where}: malformed entry for field {name!r}") from None
         frame_bytes = math.prod(shape[1:]) * dtype.itemsize
         total += shape[0] * frame_bytes
-        if total > MAX_DECODED_BYTES:
+        if total > MAX_DECODED_BYTES or frame_bytes > MAX_DECODED_BYTES:
             raise DatasetError(
                 f"{path}: its fields decode to more than the limit {MAX_DECODED_BYTES} bytes "
                 "(MAX_DECODED_BYTES)"

@@ -142,13 +142,16 @@ def format_summary(s: dict[str, Any]) -> str:
         for name, d in s[key].items():
             lines.append(f"  {name:<24} {d['episodes']:>6,} episodes {d['frames']:>10,} frames")
     lines.append("episodes:")
+    eps = s["per_episode"]
+    kw = max([3, *(len(e["key"]) for e in eps)])
+    tw = max([5, *(len(e["track_id"]) for e in eps)])
     lines.append(
-        f"  {'key':<32} {'track':<12} {'dir':<4} {'source':<9} {'frames':>7} {'laps':>4} "
+        f"  {'key':<{kw}} {'track':<{tw}} {'dir':<4} {'source':<9} {'frames':>7} {'laps':>4} "
         f"{'ended':<10} {'takeover':>8}"
     )
-    for e in s["per_episode"]:
+    for e in eps:
         lines.append(
-            f"  {e['key']:<32} {e['track_id']:<12} {e['direction']:<4} {e['source']:<9} "
+            f"  {e['key']:<{kw}} {e['track_id']:<{tw}} {e['direction']:<4} {e['source']:<9} "
             f"{e['frames']:>7,} {e['laps']:>4} {e['ended']:<10} {e['takeover_frames']:>8,}"
         )
     hist = s["steering_histogram"]

@@ -95,11 +95,12 @@ def validate_dataset(
         problems.extend(f"{path}: {p}" for p in tensor_problems)
         if "image" in hdr.fields and image_hw is None and not tensor_problems:
             image_hw = hdr.image_hw  # first episode sets it
-        try:
-            arrays = _decode_bytes(data, hdr, path)
-        except DatasetError as e:
-            problems.append(str(e))
-            arrays = {}
+        arrays: dict = {}
+        if not tensor_problems:  # decoded only once its fields are what they should be
+            try:
+                arrays = _decode_bytes(data, hdr, path)
+            except DatasetError as e:
+                problems.append(str(e))
         problems.extend(f"{path}: {p}" for p in _content_problems(arrays))
         try:
             emeta = _episode_meta(hdr, path)
