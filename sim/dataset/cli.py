@@ -197,7 +197,19 @@ def _edit(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: {os_error_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        if str(e):  # it says what it left already
+            raise
+        raise type(e)(_INTERRUPTED[args.command]) from None
     return 0
+
+
+#: What an interrupted command leaves (run_main's "interrupted: ..." line).
+_INTERRUPTED = {
+    "migrate": "episodes migrated so far are kept, the rest as they were; rerun to go on",
+    "filter": "nothing written to --out",
+    "merge": "nothing written to --out",
+}
 
 
 def _bench(args: argparse.Namespace) -> int:
