@@ -384,3 +384,14 @@ def test_bench_compares_both_versions_on_rendered_frames(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "every episode of" in text and "raw" in text and "zstd level 1" in text
     assert main(["bench", "--data", str(tmp_path / "nowhere")]) == 2
+
+
+def test_an_interrupted_migrate_says_what_it_left(golden, monkeypatch):
+    import sim.dataset.cli as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "migrate_dataset", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="migrated so far are kept.*rerun"):
+        main(["migrate", str(golden)])
