@@ -299,6 +299,19 @@ class RunResult(Outcome):
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def ending(self) -> str:
+        """How the run ended, in the words of a dataset episode (``sim.dataset.ENDINGS``):
+        ``laps_done``, else ``flipped`` / ``off_track`` (left the road, with
+        ``on_leave_road="stop"``), ``stalled``, or ``time_limit`` (the step limit)."""
+        if self.completed:
+            return "laps_done"
+        if self.flips:
+            return "flipped"
+        if self.off_track:
+            return "off_track"
+        return "stalled" if self.stalled else "time_limit"
+
 
 #: Salt of the latency draws' random stream (any fixed number; part of reproducibility).
 _LATENCY_STREAM = 0x1A7E

@@ -34,15 +34,18 @@ The frame fields and the dataset info are those of ``python -m sim.record``,
 so manual and expert episodes can share one dataset directory. An episode's
 ``source`` is ``"expert"`` (autopilot only), ``"human"`` (no autopilot) or
 ``"takeover"`` (both); ``meta.extra["segments"]`` lists who drove which frames
-(``expert``, ``human``, ``takeover``) and ``extra["ended"]`` why it ended.
+(``expert``, ``human``, ``takeover``), ``extra["ended"]`` why it ended (the key,
+``reset``, ``quit``...) and ``ended`` the ending that is (``user_stop``,
+``off_track``, ``flipped``, ``split``, ...; ``sim.dataset.DRIVE_ENDINGS``).
 A recording longer than ``max_episode_frames`` (5 minutes) is split
 (``ended = "split"``) to bound memory. If a write fails, the frames are kept
 and written again when the session ends.
 
 Off track: leaving the road (or flipping) ends the episode. Its frames are
-saved, flagged ``extra["ended"] = "off_track"`` (or ``"flipped"``), because a
-person's approach to the edge and the attempts to recover are useful data; a
-consumer that wants clean laps only can drop them by that flag. The car is
+saved, flagged ``ended = "off_track"`` (or ``"flipped"``), because a
+person's approach to the edge and the attempts to recover are useful data;
+``python -m sim.dataset filter --trim-offtrack-s 2`` drops the last seconds
+before such an ending, ``--drop-episodes`` whole episodes. The car is
 then reset to the start line and "OFF TRACK" is shown for a moment; recording
 stays on (the next frames form a new episode).
 

@@ -43,6 +43,7 @@ __all__ = [
     "remove_stale_temp_files",
     "sha256_bytes",
     "sha256_file",
+    "staged_dir",
     "temp_file_pid",
     "temp_path",
     "write_temp_file",
@@ -238,6 +239,36 @@ def remove_stale_temp_files(
                 os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | Path) -> Iterator[Path]:
+    """Build a directory under a temp name beside ``final``; it becomes ``final`` (one rename)
+    only when the ``with`` block ends normally, and is removed when it raises (Ctrl-C too), so
+    ``final`` never holds half a result.
+
+    ``final`` must not exist, or be an empty directory (``FileExistsError`` otherwise).
+    Staging directories for ``final`` left by processes no longer running are removed first.
+    """
+    final = Path(final)
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for entry in os.scandir(parent):
+        m = _TEMP_RE.match(entry.name)
+        if m and m.group("name") == final.name and entry.is_dir(follow_symlinks=False):
+            if not _pid_alive(int(m.group("pid"))):
+                shutil.rmtree(entry.path, ignore_errors=True)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise FileExistsError(errno.EEXIST, "exists and is not an empty directory", str(final))
+    tmp = final.with_name(_temp_name(final.name))
+    tmp.mkdir()
+    try:
+        yield tmp
+        os.replace(tmp, final)  # over an empty directory too (POSIX rename)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(parent)
 
 
 #: +1 for an opening bracket, -1 for a closing one, 0 for any other byte.
