@@ -21,6 +21,7 @@ Conventions (shared with ``sim.TrackEnv``):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -49,6 +50,7 @@ __all__ = [
     "read_description",
     "resolve_checkpoint_json",
     "resolve_device",
+    "weights_bytes",
     "write_described_weights",
 ]
 
@@ -108,6 +110,18 @@ def resolve_checkpoint_json(path: str | Path, what: str = "checkpoint") -> Path:
     if not p.is_file():
         raise ValueError(f"{p}: {what} not found")
     return p
+
+
+def weights_bytes(checkpoint: str | Path | None, record: Mapping[str, Any]) -> int | None:
+    """Bytes on disk of the weights file ``record`` names beside the description of
+    ``checkpoint`` (a run directory, ``.json`` or ``.safetensors``); None when unknown."""
+    if checkpoint is None or not record.get("weights"):
+        return None
+    try:
+        jpath = resolve_checkpoint_json(checkpoint)
+        return int((jpath.parent / str(record["weights"])).stat().st_size)
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_device(device: str) -> str:

@@ -28,6 +28,7 @@ from agents.base import (
     PilotNeeds,
     WeightsFormat,
     as_action,
+    weights_bytes,
 )
 from agents.flops import count_mflop
 from agents.models import OUTPUT_KINDS, SteeringNet, build_model, decode_steering
@@ -278,6 +279,7 @@ class CNNPilot:
             "checkpoint_sha256": self.sha256,
             "device": str(self.device),
             "num_parameters": int(sum(p.numel() for p in self.model.parameters())),
+            "model_bytes": weights_bytes(self.checkpoint, self.record),
             "mflop": self.mflop,
             "dataset_fingerprint": (self.record.get("dataset") or {}).get("fingerprint"),
         }

@@ -173,10 +173,20 @@ def check_laps(
 def main(argv: list[str] | None = None) -> int:
     """``python -m agents.expert``: the expert's consecutive clean laps on every track."""
     ap = argparse.ArgumentParser(prog="python -m agents.expert", description=main.__doc__)
-    ap.add_argument("--laps", type=int, default=10)
-    ap.add_argument("--speeds", default="2,3", help="comma list of cruise speeds, m/s")
-    ap.add_argument("--tracks", default=",".join(builtin_names()))
-    ap.add_argument("--directions", default="ccw,cw")
+    ap.add_argument(
+        "--laps", type=int, default=10, help="consecutive laps asked (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--speeds", default="2,3", help="comma list of cruise speeds, m/s (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--tracks",
+        default=",".join(builtin_names()),
+        help="comma list of tracks (default: every built-in: %(default)s)",
+    )
+    ap.add_argument(
+        "--directions", default="ccw,cw", help="comma list of directions (default: %(default)s)"
+    )
     args = ap.parse_args(argv)
     try:
         speeds = [float(v) for v in args.speeds.split(",")]

@@ -278,6 +278,7 @@ def describe(pilot: CNNPilot) -> dict[str, Any]:
         "source_sha256": pilot.sha256,
         "dataset_fingerprint": (record.get("dataset") or {}).get("fingerprint"),
         "mflop": round(count_mflop(model), 6),
+        "num_parameters": int(sum(p.numel() for p in model.parameters())),
         "preprocessing": {
             "input": "image",
             "dtype": "uint8",
@@ -487,13 +488,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Export a CNN checkpoint to an ONNX model for the car (verified on export).",
     )
     p.add_argument("checkpoint", help="run directory (best.json), checkpoint .json or .safetensors")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
+    p.add_argument(
+        "--format", choices=["onnx"], default="onnx", help="export format (default: %(default)s)"
+    )
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument(
         "--decode",
         choices=["argmax", "expected"],
         default="argmax",
-        help="classifiers: steer with the argmax bin or the expected value",
+        help="classifiers: steer with the argmax bin or the expected value (default: %(default)s)",
     )
     return p
 

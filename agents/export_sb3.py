@@ -127,6 +127,7 @@ def describe_sb3(pilot: SB3Pilot) -> dict[str, Any]:
         "source_sha256": pilot.sha256,
         "dataset_fingerprint": None,
         "mflop": round(mflop, 6),
+        "num_parameters": int(sum(p.numel() for p in actor.parameters())),
         "fixed_speed": pilot.fixed_speed,
         "preprocessing": {
             "input": "image",

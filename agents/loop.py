@@ -294,9 +294,23 @@ class RunResult(Outcome):
     interventions_at: list[list[float]] = field(default_factory=list)  # [x, y, t]
     pilot_meta: dict[str, Any] = field(default_factory=dict)
     video: str | None = None
+    domain_randomization: bool = False  # the env drew colours, light and camera pose per reset
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def ending(self) -> str:
+        """How the run ended, in the words of a dataset episode (``sim.dataset.ENDINGS``):
+        ``laps_done``, else ``flipped`` / ``off_track`` (left the road, with
+        ``on_leave_road="stop"``), ``stalled``, or ``time_limit`` (the step limit)."""
+        if self.completed:
+            return "laps_done"
+        if self.flips:
+            return "flipped"
+        if self.off_track:
+            return "off_track"
+        return "stalled" if self.stalled else "time_limit"
 
 
 #: Salt of the latency draws' random stream (any fixed number; part of reproducibility).
@@ -558,4 +572,5 @@ class ClosedLoop:
             trajectory=self.trajectory,
             interventions_at=self.interventions_at,
             pilot_meta=meta,
+            domain_randomization=bool(getattr(env, "domain_randomization", False)),
         )

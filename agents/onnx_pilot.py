@@ -127,6 +127,11 @@ def check_metadata(meta: Any, path: str = "<onnx>") -> dict[str, Any]:
     mflop = meta.get("mflop")
     if mflop is not None and not (_finite(mflop) and mflop >= 0):
         raise _bad(path, "mflop", f"must be a finite number >= 0 or null, got {mflop!r}")
+    params = meta.get("num_parameters")  # exports before it was recorded lack it
+    if params is not None and not (
+        isinstance(params, int) and not isinstance(params, bool) and params >= 0
+    ):
+        raise _bad(path, "num_parameters", f"must be a whole number >= 0 or null, got {params!r}")
     stack = meta.get("frame_stack", 1)
     if not (isinstance(stack, int) and not isinstance(stack, bool)) or not (
         1 <= stack <= MAX_FRAME_STACK
@@ -231,6 +236,7 @@ class OnnxPilot:
         where = str(self.path)
         data = _read_model(self.path) if data is None else bytes(data)
         self.sha256 = hashlib.sha256(data).hexdigest()
+        self.model_bytes = len(data)  # the model file's size
         self.threads = threads
         self.session = _session(data, where, threads)
         self.meta = _metadata(self.session, where)
@@ -289,6 +295,8 @@ class OnnxPilot:
             "checkpoint_sha256": self.sha256,
             "source_sha256": m.get("source_sha256"),
             "mflop": m.get("mflop"),
+            "num_parameters": m.get("num_parameters"),
+            "model_bytes": self.model_bytes,
             "device": "cpu",
             "runtime": "onnxruntime",
             "onnxruntime_version": ort.__version__,

@@ -42,6 +42,7 @@ from agents.base import (
     PilotNeeds,
     WeightsFormat,
     as_action,
+    weights_bytes,
 )
 from tracks.common import MAX_IMAGE_SIDE, parse_size
 
@@ -392,6 +393,7 @@ class SB3Pilot:
             "checkpoint_sha256": self.sha256,
             "device": str(self.device),
             "num_parameters": int(sum(p.numel() for p in self.policy.parameters())),
+            "model_bytes": weights_bytes(self.checkpoint, self.record),
         }
 
     # -- preprocessing (public so tests and tools can check it against SB3's wrappers)

@@ -639,14 +639,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="the cars, their constants and sources")
     est = sub.add_parser("estimate", help="a pilot's (or a FLOP count's) latency on each car")
     est.add_argument("pilot", nargs="?", help="a pilot spec (checkpoint, run directory, ...)")
-    est.add_argument("--mflop", type=float, help="MFLOP per frame instead of a pilot")
+    est.add_argument(
+        "--mflop",
+        type=float,
+        help="MFLOP per frame instead of a pilot (default: none: count the pilot's)",
+    )
     val = sub.add_parser("validate", help="fit the cost line here, predict held-out models")
     val.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     val.add_argument("--calls", type=int, default=30, help="timed calls per model (default 30)")
     val.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
     val.add_argument("--camera", default="60x80", help="camera frame HxW (default 60x80)")
     val.add_argument("--seed", type=int, default=0, help="weights and frame seed (default 0)")
-    val.add_argument("--json", type=Path, help="also write the result as JSON here")
+    val.add_argument(
+        "--json", type=Path, help="also write the result as JSON here (default: none: no file)"
+    )
     return p
 
 

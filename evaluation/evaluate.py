@@ -14,12 +14,20 @@ runs each pilot, track and direction at increasing fixed latencies and reports t
 largest one at which it still laps cleanly.
 
 One result row per pilot x track x direction x seed (:class:`evaluation.results.
-ResultRow`) is printed as a table (``--json``: JSON lines) and appended to
-``OUT/results.jsonl``; ``--sweep`` writes ``OUT/sweep.png``. :func:`evaluate` does the
-same in-process for the leaderboard's main job. Bad input is one ``error:`` line and
-exit status 2; a pilot that cannot be loaded where its runs execute is one ``error:``
-line (which pilot, where, why) and exit status 1, after the other runs have finished and
-their rows are written.
+ResultRow`) is printed as a table (``--json``: JSON lines, without trajectories) and
+stored in the leaderboard (``--db``, by default the main job's
+``trackpilot_out/leaderboard.sqlite``) in one transaction once every run has ended, with
+the sweep points and trajectories, so ``python -m evaluation.report`` ranks RL agents,
+user checkpoints and ONNX pilots beside the zoo. The evaluation's context in the store
+says where it came from (``source``: ``evaluation.evaluate``), its settings, the hardware
+and the code; it names no dataset, so the main job's stays the one the report judges
+staleness against. ``--db none`` stores nothing. ``--sweep`` also writes
+``OUT/sweep.png``. :func:`evaluate` does the same in-process (storing nothing unless
+``db`` is given) for the leaderboard's main job, which stores its rows itself. Bad input
+is one ``error:`` line and exit status 2; a leaderboard file that cannot be written is
+one, before any run starts. A pilot that cannot be loaded where its runs execute is one
+``error:`` line (which pilot, where, why) and exit status 1, after the other runs have
+finished and their rows are stored.
 """
 
 from __future__ import annotations
@@ -63,8 +71,8 @@ from evaluation.runner import (
     plot_sweep,
     run_many,
 )
+from evaluation.store import DEFAULT_DB, Store, StoreError
 from sim.env import TrackEnv
-from sim.io_utils import atomic_write_json, file_lock
 from tracks import HELDOUT_TRACKS, load_track
 from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
@@ -141,8 +149,19 @@ class EvalConfig:
         metadata={"help": "comma-separated ms for --sweep", "parse": _ms_list},
     )
     max_time_s: float | None = None  # per run, simulated seconds; none: 3x the laps' time + 20 s
-    video_dir: str | None = None  # write a video of every (non-sweep) run into this directory
-    out_dir: str | None = None  # append result rows (JSON lines) here; None: no files
+    video_dir: str | None = None  # write an MP4 of every (non-sweep) run into this directory
+    domain_randomization: bool = field(
+        default=False,
+        metadata={
+            "help": "robustness runs: seeded road, line and ground colours, light direction and "
+            "camera height and pitch per run (the rows say so; the report shows them as the "
+            "robustness column)"
+        },
+    )
+    out_dir: str | None = None  # write sweep.png here (with sweep); None: no files
+    db: str | None = (
+        None  # leaderboard SQLite file the rows go to, one transaction; None: not stored
+    )
     latency_warmup: int = 10  # untimed calls before measuring a pilot's latency
     latency_calls: int = 200  # timed calls: their samples are replayed, the median shown
 
@@ -166,6 +185,11 @@ class EvalConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.address is not None and self.backend != "ray":
             raise ValueError("--address is for --backend ray")
+        if self.address is not None and self.video_dir:
+            raise ValueError(
+                "--video with --address: each video would be written on the cluster node that "
+                "ran it; make videos with the process pool or a local Ray instance"
+            )
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise ValueError(f"max_time_s must be > 0, got {self.max_time_s}")
         if any(not math.isfinite(v) or v < 0 for v in self.sweep_latencies_ms):
@@ -186,7 +210,7 @@ class EvalConfig:
 
 class IncompleteEvaluation(ValueError):
     """Some runs were not made (their pilot could not be loaded where they ran); ``rows``
-    are the other runs' rows, already written when the evaluation writes rows."""
+    are the other runs' rows, stored all the same when the evaluation stores rows."""
 
     def __init__(self, message: str, rows: list[ResultRow]) -> None:
         super().__init__(message)
@@ -332,6 +356,8 @@ def make_row(
         profile_hardware=charge.hardware if charge and charge.mode == "profile" else None,
         car_model=charge.car_model if charge else None,
         mflop=meta.get("mflop"),
+        num_parameters=meta.get("num_parameters"),
+        model_bytes=meta.get("model_bytes"),
         device=charge.device if charge and charge.mode in ("profile", "estimated") else here,
         hardware=hardware_fingerprint(pilot.device),
         code_version=code_version(),
@@ -341,28 +367,51 @@ def make_row(
 
 
 def _video_path(cfg: EvalConfig, pilot: PilotInfo, track: str, direction: str, seed: int) -> str:
-    from evaluation.video import video_format
-
-    name = f"{_slug(pilot.name)}_{_slug(Path(track).stem)}_{direction}_s{seed}.{video_format()}"
+    # Runs of one pilot at other latencies or with randomisation keep their own files.
+    charged = pilot.charge.car or f"{pilot.latency_s * 1e3:g}ms"
+    lat = "" if pilot.latency_mode == "measured" else f"_{_slug(charged)}"
+    dr = "_dr" if cfg.domain_randomization else ""
+    name = f"{_slug(pilot.name)}_{_slug(Path(track).stem)}_{direction}_s{seed}{lat}{dr}.mp4"
     return str(Path(cfg.video_dir or ".") / name)
+
+
+def eval_context(cfg: EvalConfig, device: str) -> dict[str, Any]:
+    """What an evaluation records in the store beside its rows: where it came from, its
+    settings, the hardware and the code. No ``dataset_fingerprint``: the pilots of one
+    evaluation may come from any dataset, and the main job's stays the report's current one."""
+    settings = {
+        k: v for k, v in asdict(cfg).items() if k not in ("db", "out_dir", "video_dir", "workers")
+    }
+    return {
+        "source": "evaluation.evaluate",
+        **settings,
+        "eval_device": device,
+        "hardware": hardware_fingerprint(device),
+        "code_version": code_version(),
+    }
 
 
 def run_evaluation(
     cfg: EvalConfig, *, progress: bool = True, backend: Backend | None = None
 ) -> list[ResultRow]:
-    """Run ``cfg``: load and time each pilot, run every job, return (and write) the rows.
+    """Run ``cfg``: load and time each pilot, run every job, return the rows, and store
+    them in ``cfg.db`` (one transaction) when it is set.
 
     The runs execute on ``backend`` when given (an open one, left open: the leaderboard
-    evaluates three times on one cluster), else on ``cfg.backend``. When some runs'
-    pilot cannot be loaded where they execute, the others' rows are still written and
+    evaluates several times on one cluster), else on ``cfg.backend``. When some runs'
+    pilot cannot be loaded where they execute, the others' rows are still stored and
     :class:`IncompleteEvaluation` is raised.
     """
     device = resolve_device(cfg.device)
     setting = cfg.latency_setting
     for t in cfg.tracks:  # fail before any work on a bad track
         load_track(t)
-    if backend is None:  # nor load and time pilots for a cluster that is not there
+    if backend is None:  # ... or on a cluster that is not there
         check_backend(cfg.backend, cfg.address)
+    if cfg.video_dir:  # ... or an ffmpeg that cannot write the videos
+        from sim.mp4 import check_ffmpeg
+
+        check_ffmpeg()
     profiles = load_profiles(setting.path) if setting.mode == "profile" and setting.path else None
     pilots = [
         prepare_pilot(
@@ -378,6 +427,34 @@ def run_evaluation(
         )
         for spec in cfg.pilots
     ]
+    # Opened and checked (integrity, schema, a write rolled back) once the pilots load and
+    # before any run: a bad --db is one error line now, not after minutes of driving, and a
+    # bad pilot leaves no new file behind.
+    store = Store(cfg.db) if cfg.db else None
+    try:
+        try:
+            rows = _run(cfg, device, pilots, progress, backend)
+        except IncompleteEvaluation as e:  # the runs that were made are stored all the same
+            if store is not None and e.rows:
+                store.add(closed_loop=e.rows, context=eval_context(cfg, device))
+            raise
+        if store is not None:
+            store.add(closed_loop=rows, context=eval_context(cfg, device))
+    finally:
+        if store is not None:
+            store.close()
+    return rows
+
+
+def _run(
+    cfg: EvalConfig,
+    device: str,
+    pilots: list[PilotInfo],
+    progress: bool,
+    backend: Backend | None = None,
+) -> list[ResultRow]:
+    """Every run of ``pilots`` (and the sweep points), as rows; :class:`IncompleteEvaluation`
+    (with the rows of the runs that were made) when some pilot could not be loaded."""
 
     def job(p: PilotInfo, track: str, direction: str, seed: int, **kw: Any) -> RunJob:
         return RunJob(
@@ -389,6 +466,7 @@ def run_evaluation(
             seed=seed,
             device=device,
             max_time_s=cfg.max_time_s,
+            domain_randomization=cfg.domain_randomization,
             **kw,
         )
 
@@ -438,8 +516,11 @@ def run_evaluation(
     date = now_iso()
     done = [(r, p, s) for r, (_, p, s) in zip(results, jobs, strict=True) if r is not None]
     rows = [make_row(r, p, sweep=s, date=date) for r, p, s in done]
-    if cfg.out_dir and rows:
-        _write(cfg, rows, [r for r, _, _ in done], [s for _, _, s in done])
+    swept = [r for r, _, s in done if s]
+    if cfg.out_dir and swept:
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        plot_sweep(swept, out / "sweep.png")
     if incomplete is not None:
         raise IncompleteEvaluation(str(incomplete), rows)
     return rows
@@ -457,8 +538,8 @@ def evaluate(
     this call) or an open :class:`~evaluation.backends.Backend` (left open).
 
     Returns one row per pilot x track x direction x seed (``sweep=False``) and, with
-    ``sweep=True``, one per sweep point (``sweep=True``). Nothing is written unless
-    ``out_dir`` is given.
+    ``sweep=True``, one per sweep point (``sweep=True``). Nothing is stored unless ``db``
+    is given, nor plotted unless ``out_dir`` is.
     """
     for key in ("tracks", "directions", "seeds", "sweep_latencies_ms"):
         if key in settings and isinstance(settings[key], (list, str)):
@@ -470,26 +551,6 @@ def evaluate(
         settings["backend"], backend = backend, None
     cfg = EvalConfig(pilots=tuple(pilot_specs), **settings)
     return run_evaluation(cfg, progress=progress, backend=backend)
-
-
-def _write(
-    cfg: EvalConfig, rows: list[ResultRow], results: list[RunResult], sweep: list[bool]
-) -> None:
-    out = Path(cfg.out_dir or DEFAULT_OUT)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", asdict(cfg))
-    text = "".join(json.dumps(r.to_dict(), allow_nan=False) + "\n" for r in rows)
-    path = out / "results.jsonl"
-    # One append of whole lines under a lock: concurrent evaluations interleave rows,
-    # never bytes of rows.
-    with file_lock(out / ".results.lock"):
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    swept = [r for r, s in zip(results, sweep, strict=True) if s]
-    if swept:
-        plot_sweep(swept, out / "sweep.png")
 
 
 # --------------------------------------------------------------------------- output
@@ -565,9 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
         "pilots",
         nargs="+",
         metavar="PILOT",
-        help="expert, classical, a CNN checkpoint or a stable-baselines3 agent",
+        help="expert, classical, a CNN checkpoint, a stable-baselines3 agent or an .onnx file",
     )
-    add_config_args(p, EvalConfig, exclude=("pilots", "workers", "out_dir"), flags=_FLAGS)
+    add_config_args(p, EvalConfig, exclude=("pilots", "workers", "out_dir", "db"), flags=_FLAGS)
     p.add_argument(
         "--workers",
         type=int,
@@ -577,7 +638,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument(
-        "--out", default=str(DEFAULT_OUT), help="output directory (default: %(default)s)"
+        "--db",
+        default=str(DEFAULT_DB),
+        help="leaderboard SQLite file the rows are stored in, in one transaction once every "
+        "run has ended (the main job's; none: not stored) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--out",
+        default=str(DEFAULT_OUT),
+        help="directory for sweep.png (with --sweep) (default: %(default)s)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -603,17 +672,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    db = None if args.db.strip().lower() == "none" else args.db
     try:
         cfg = config_from_args(
-            EvalConfig, args, pilots=tuple(args.pilots), workers=args.workers, out_dir=args.out
+            EvalConfig,
+            args,
+            pilots=tuple(args.pilots),
+            workers=args.workers,
+            out_dir=args.out,
+            db=db,
         )
         rows = run_evaluation(cfg, progress=not args.no_progress)
     except IncompleteEvaluation as e:
         print(f"error: {e}", file=sys.stderr)
-        print(f"wrote the other {len(e.rows)} rows to {Path(args.out) / 'results.jsonl'}",
-              file=sys.stderr)  # fmt: skip
+        where = "not stored (--db none)" if db is None else f"stored in {db}"
+        print(f"the other {len(e.rows)} rows {where}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, StoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RuntimeError as e:  # the cluster failed a run (a worker died past its retries)
@@ -629,9 +704,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sweep_rows:
             print()
             print(format_sweep(sweep_rows))
-    print(f"wrote {len(rows)} rows to {Path(args.out) / 'results.jsonl'}", file=sys.stderr)
+    if db is None:
+        print(f"{len(rows)} rows not stored (--db none)", file=sys.stderr)
+    else:
+        hint = "" if Path(db) == DEFAULT_DB else f" --db {db}"
+        print(
+            f"stored {len(rows)} rows in {db}; python -m evaluation.report{hint} ranks them",
+            file=sys.stderr,
+        )
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main, note="nothing written: rows are appended once all runs end"))
+    raise SystemExit(
+        run_main(main, note="nothing stored: the rows go to the leaderboard once all runs end")
+    )

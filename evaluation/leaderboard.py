@@ -15,7 +15,8 @@ Steps (each a function, testable with tiny settings; every name is importable fr
    processes.
 3. :func:`evaluate_zoo`: the zoo plus ``expert`` and ``classical``, offline on the test
    split (the runs' ``test_metrics.json`` plus the measured latency) and in closed loop,
-   latency measured, on the held-out tracks (never used in training) in both directions;
+   latency measured, on the held-out tracks (never used in training) in both directions,
+   clean and again with domain randomisation (the board's robustness column);
    the zoo again in closed loop at the latency estimated for the preset's reference car
    computer (``--car``, :mod:`evaluation.cars`); a latency sweep for the pilots the
    story needs. One store transaction. ``--backend ray [--address ...]`` runs these
@@ -42,6 +43,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +151,10 @@ def _offline_row(
         "accuracy": tm.get("accuracy"),
         "per_class": classes.get("per_class"),
         "mflop": first.mflop if first else None,
+        "num_parameters": first.num_parameters
+        if first
+        else (trained.record.get("num_parameters") if trained else None),
+        "model_bytes": first.model_bytes if first else None,
         "latency_median_ms": first.latency_ms if first else None,
         "latency_p95_ms": first.latency_p95_ms if first else None,
         "device": first.device if first else None,
@@ -205,12 +211,15 @@ def evaluate_zoo(
     device: str | None = None,
     progress: bool = False,
     say: Callable[[str], None] = print,
+    video_dir: str | None = None,
     backend: Backend | None = None,
 ) -> Evaluation:
     """Step 3: offline table and closed-loop runs (measured latency) of the zoo, the
-    expert and the classical pilot; latency sweep of ``preset.sweep_roles``; one store
-    transaction. The runs execute on ``backend`` (default: the process pool with
-    ``workers``)."""
+    expert and the classical pilot; with ``preset.robustness`` the same runs again with
+    domain randomisation (the board's robustness column); latency sweep of
+    ``preset.sweep_roles``; one store transaction. ``video_dir``: an MP4 of every run on
+    this machine (clean and randomised) there, shown in the HTML report. The runs execute
+    on ``backend`` (default: the process pool with ``workers``)."""
     device = device or preset.eval_device
     specs = ["expert", "classical", *(str(m.run_dir) for m in zoo.values())]
     names = {"expert": "expert", "classical": "classical"}
@@ -230,10 +239,31 @@ def evaluate_zoo(
         directions=DIRECTIONS,
         latency="measured",
         progress=progress,
+        video_dir=video_dir,
         **common,
     )
     _rename(rows, names)
     say(f"  closed loop: {len(rows)} runs in {time.perf_counter() - t0:.0f} s")
+    robust_rows: list[ResultRow] = []
+    if preset.robustness:
+        # The same pilots, tracks and seeds with seeded colours, light and camera pose: a
+        # pilot that drives only on the training palette shows it in this column.
+        t0 = time.perf_counter()
+        robust_rows = evaluate(
+            specs,
+            tracks=preset.eval_tracks,
+            directions=DIRECTIONS,
+            latency="measured",
+            domain_randomization=True,
+            progress=progress,
+            video_dir=video_dir,
+            **common,
+        )
+        _rename(robust_rows, names)
+        say(
+            f"  closed loop with domain randomisation: {len(robust_rows)} runs in "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
     car_rows: list[ResultRow] = []
     if preset.reference_car and zoo:
         # The zoo again, on the reference car: each model at the latency estimated for it
@@ -293,10 +323,11 @@ def evaluate_zoo(
     offline.append(_offline_row("classical", "classical", rows, metrics=cm))
     offline += [_offline_row(m.spec.name, "cnn", rows, trained=m) for m in zoo.values()]
     eid = store.add(
-        closed_loop=[*rows, *car_rows],
+        closed_loop=[*rows, *robust_rows, *car_rows],
         sweep=sweep_rows,
         offline=offline,
         context={
+            "source": "evaluation.leaderboard",
             "dataset_fingerprint": data.fingerprint,
             "dataset": str(data.path),
             "preset": preset.name,
@@ -305,7 +336,9 @@ def evaluate_zoo(
             "reference_car": preset.reference_car,
         },
     )
-    return Evaluation(rows, sweep_rows, offline, eid, names, car_rows, preset.reference_car)
+    return Evaluation(
+        rows, sweep_rows, offline, eid, names, car_rows, preset.reference_car, robust_rows
+    )
 
 
 # ---------------------------------------------------------------------------- step 4: reports
@@ -332,7 +365,8 @@ class LeaderboardConfig:
         default="quick",
         metadata={
             "choices": sorted(PRESETS),
-            "help": "quick (CPU, minutes), full (GPU) or tiny (seconds: a smoke test)",
+            "help": "quick (CPU, minutes), full (GPU) or tiny (seconds: a smoke test); each is "
+            "described below",
         },
     )
     out: str = str(DEFAULT_OUT)  # output directory
@@ -374,6 +408,7 @@ class LeaderboardConfig:
         },
     )
     progress: bool = False  # progress bars for the closed-loop runs
+    video: bool = False  # an MP4 of every closed-loop run on this machine (OUT/videos), shown in the HTML report
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -386,12 +421,32 @@ class LeaderboardConfig:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.address is not None and self.backend != "ray":
             raise ValueError("--address is for --backend ray")
+        if self.address is not None and self.video:
+            raise ValueError(
+                "--video with --address: each video would be written on the cluster node that "
+                "ran it; make videos with the process pool or a local Ray instance"
+            )
+
+
+def presets_help(width: int = 78) -> str:
+    """The presets, one paragraph each (``--help``'s epilog)."""
+    parts = ["presets:"]
+    for name in sorted(PRESETS):
+        text = f"{name}: {PRESETS[name].describe()}"
+        parts.append(
+            textwrap.fill(
+                text, width, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
+            )
+        )
+    return "\n".join(parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m evaluation.leaderboard",
         description="Record, train the zoo, evaluate in closed loop with measured latency, rank.",
+        epilog=presets_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(ap, LeaderboardConfig)
     return ap
@@ -465,6 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 device=cfg.eval_device,
                 progress=cfg.progress,
                 backend=backend,
+                video_dir=str(out / "videos") if cfg.video else None,
                 **kw,
             )
         say("[4/4] reports")

@@ -83,6 +83,10 @@ class Preset:
     steer_noise: float = 0.05
     drift_prob: float = 0.02
     start: str = "random"
+    about: str = ""  # what the preset is for, one line (the leaderboard's --help)
+    # Every pilot again with domain randomisation (seeded colours, light, camera pose) on
+    # the held-out tracks: the board's robustness column.
+    robustness: bool = True
 
     def __post_init__(self) -> None:
         overlap = set(self.train_tracks) & set(self.eval_tracks)
@@ -97,6 +101,39 @@ class Preset:
     def role(self, role: str) -> ModelSpec | None:
         return next((m for m in self.zoo if m.role == role), None)
 
+    def describe(self) -> str:
+        """What the main job does with this preset, in a few sentences from its fields."""
+
+        def size(hw: tuple[int, int] | None) -> str:
+            return f"{hw[0]}x{hw[1]}" if hw else "its default input"
+
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}" + ("" if count == 1 else "s")
+
+        def model(m: ModelSpec) -> str:
+            text = f"{m.name} ({m.model} at {size(m.input_size)}, up to {n(m.epochs, 'epoch')}"
+            if m.max_frames:
+                text += f", at most {m.max_frames} frames"
+            if tuple(m.directions) != tuple(DIRECTIONS):
+                text += f", {'/'.join(m.directions)} episodes only"
+            return text + (", no flip augmentation)" if not m.flip else ")")
+
+        zoo = "; ".join(model(m) for m in self.zoo)
+        laps = n(self.record_laps, "lap")
+        judged = f"here, then estimated for {self.reference_car}" if self.reference_car else "here"
+        sweep = [m.name for r in self.sweep_roles if (m := self.role(r)) is not None]
+        lat = self.sweep_latencies_ms
+        text = (
+            f"{self.about} Records {self.record_episodes} episodes of {laps} per direction "
+            f"on {', '.join(self.train_tracks)} at {size(self.image_size)}, "
+            f"{self.cruise_speed:g} m/s. Trains {zoo}. Drives every pilot "
+            f"{n(self.eval_laps, 'lap')} per direction on the held-out "
+            f"{', '.join(self.eval_tracks)}, latency measured {judged}"
+        )
+        if sweep and lat:
+            text += f"; sweeps {', '.join(sweep)} over {min(lat):g}-{max(lat):g} ms"
+        return text + "."
+
 
 #: The counter-clockwise-only zoo member's settings (the left bias the story looks for).
 _CCW_ONLY = {"flip": False, "directions": ("ccw",)}
@@ -107,6 +144,7 @@ def _quick() -> Preset:
     spec = functools.partial(ModelSpec, max_frames=4000)
     return Preset(
         name="quick",
+        about="A CPU in minutes (sized for 2 cores): the story told in the README.",
         # A subset of the training tracks that turn only left when driven counter-
         # clockwise (the recipe's setting for the left bias: with kidney's right bend
         # in the data the ccw-only model lapped clockwise as well); five one-lap
@@ -157,6 +195,7 @@ def _full() -> Preset:
     spec = functools.partial(ModelSpec, epochs=30, batch_size=128, patience=5)
     return Preset(
         name="full",
+        about="A GPU: more data, longer training, ResNet-18 at 240x320 as the slow classifier.",
         train_tracks=tuple(TRAIN_TRACKS),
         record_laps=3,
         record_episodes=3,
@@ -189,6 +228,8 @@ def _tiny() -> Preset:
     spec = functools.partial(ModelSpec, epochs=1, input_size=(32, 40), depth=3, max_frames=600)
     return Preset(
         name="tiny",
+        about="Seconds, for tests and smoke runs: every step once, on settings too small "
+        "to conclude anything from.",
         train_tracks=("oval",),
         record_laps=1,
         record_episodes=3,

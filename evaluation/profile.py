@@ -505,7 +505,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="uint8 [N, H, W, 3] .npy camera frames (default: seeded random frames)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random frames")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the random frames (default: %(default)s)"
+    )
     return p
 
 

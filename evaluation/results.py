@@ -109,6 +109,9 @@ class ResultRow(Outcome):
     profile_hardware: str | None = None  # that profile's device fingerprint
     car_model: str | None = None  # hash of the car computer's constants (estimates)
     mflop: float | None = None  # the pilot's counted MFLOP per frame
+    num_parameters: int | None = None  # the pilot's parameter count (None: no learned weights)
+    model_bytes: int | None = None  # its weights file on disk (safetensors, .onnx), bytes
+    domain_randomization: bool = False  # run with randomised colours, light and camera pose
     latency_distribution: bool = False  # each inference drew its latency from samples
     latency_charged_mean_ms: float | None = None  # over the run's inferences
     latency_charged_max_ms: float | None = None
@@ -165,4 +168,5 @@ class ResultRow(Outcome):
             kw["image_size"] = [int(v) for v in kw["image_size"]]
         kw["completed"] = bool(kw["completed"])
         kw["sweep"] = bool(kw.get("sweep", False))
+        kw["domain_randomization"] = bool(kw.get("domain_randomization", False))
         return cls(**kw)

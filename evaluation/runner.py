@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from agents.base import pilot_needs
 from agents.loop import (
     AUTONOMY_PENALTY_S,
@@ -45,6 +43,7 @@ from evaluation.backends import Backend, RunFailure, RunsIncomplete, open_backen
 from evaluation.backends.base import this_host
 from evaluation.latency import LATENCY_MODES
 from sim.env import TrackEnv
+from tracks.progress import progress_bar
 
 __all__ = [
     "AUTONOMY_PENALTY_S",
@@ -120,7 +119,7 @@ def run_closed_loop(
     max_speed``. The run stops when the laps are done or at ``max_time_s`` of
     simulated time (default :func:`default_max_time`); leaving the road is an
     intervention (re-centre, go on). With ``video_path`` a video (camera and top-down
-    side by side) is written there (:mod:`evaluation.video`). With ``latency_samples``
+    side by side, MP4) is written there (:mod:`evaluation.video`). With ``latency_samples``
     (seconds) each inference draws its latency from them, seeded by ``seed``;
     ``latency_s`` is then the distribution's median, for the record.
     """
@@ -147,6 +146,7 @@ def run_closed_loop(
         max_laps=None,
         **dict(env_kwargs or {}),
     )
+    video = None
     try:
         video = None if video_path is None else _Video(env, video_path, camera)
         loop = ClosedLoop(
@@ -170,6 +170,8 @@ def run_closed_loop(
             result.video = str(video.video.close())
         return result
     finally:
+        if video is not None and video.video is not None:
+            video.video.abort()  # a failed run leaves no half-written video (no-op once closed)
         env.close()
 
 
@@ -194,6 +196,7 @@ class RunJob:
     max_time_s: float | None = None
     record_trajectory: bool = True
     video_path: str | None = None
+    domain_randomization: bool = False  # seeded colours, light and camera pose (robustness)
 
     def __post_init__(self) -> None:
         if self.latency_mode not in LATENCY_MODES:
@@ -241,6 +244,7 @@ def run_job(job: RunJob) -> RunResult | RunFailure:
         max_time_s=job.max_time_s,
         record_trajectory=job.record_trajectory,
         video_path=job.video_path,
+        env_kwargs={"domain_randomization": True} if job.domain_randomization else None,
     )
 
 
@@ -294,7 +298,7 @@ def run_many(
     failures: dict[int, RunFailure] = {}
     with (
         _using(backend, workers, address) as runs,
-        tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress, leave=False) as bar,
+        progress_bar(total=len(jobs), desc=desc, unit="run", enabled=progress, leave=False) as bar,
     ):
         for i, out in runs.imap_unordered(run_job, jobs, initializer=_worker_init):
             if isinstance(out, RunFailure):

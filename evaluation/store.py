@@ -14,9 +14,11 @@ writing at once serialise on the write lock and lose nothing, and an evaluation 
 mid-insert leaves nothing of its batch (SQLite rolls the open transaction back on the next
 open). ``meta.schema_version`` names the layout; another version is a clear
 :class:`SchemaVersionError`, never a silent misread. Version 2 added the columns that say
-where a latency comes from and for which car computer (:data:`V2_COLUMNS`); a version-1
-file is upgraded in place when opened for writing (the new columns are NULL for its old
-rows: measured on the machine that ran them) and read as it is by a read-only report.
+where a latency comes from and for which car computer (:data:`V2_COLUMNS`); version 3 the
+model's size (parameters, bytes on disk) and whether a run was randomised
+(:data:`V3_COLUMNS`). An older file is upgraded in place when opened for writing (the new
+columns are NULL for its old rows: measured on the machine that ran them, not
+randomised, size unknown) and read as it is by a read-only report.
 
 Opening checks the file before anyone spends minutes on an evaluation: SQLite's
 ``quick_check`` (a garbage, truncated or partly overwritten file), the schema (every table
@@ -50,7 +52,9 @@ __all__ = [
     "READABLE_VERSIONS",
     "SCHEMA_VERSION",
     "SWEEP_COLUMNS",
+    "ADDED_COLUMNS",
     "V2_COLUMNS",
+    "V3_COLUMNS",
     "SchemaVersionError",
     "Store",
     "StoreError",
@@ -59,9 +63,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Versions this code reads (older ones are upgraded when opened for writing).
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 DEFAULT_OUT = Path("trackpilot_out")
 DEFAULT_DB = DEFAULT_OUT / "leaderboard.sqlite"
 
@@ -155,9 +159,23 @@ V2_COLUMNS: dict[str, list[tuple[str, str]]] = {
     "offline": [("mflop", "REAL")],
     "sweep": [("car", "TEXT")],
 }
-CLOSED_LOOP_COLUMNS += V2_COLUMNS["closed_loop"]
-OFFLINE_COLUMNS += V2_COLUMNS["offline"]
-SWEEP_COLUMNS += V2_COLUMNS["sweep"]
+#: Columns schema version 3 added: what a chooser compares besides the score (the model's
+#: size) and whether a run was a robustness run (domain randomisation).
+V3_COLUMNS: dict[str, list[tuple[str, str]]] = {
+    "closed_loop": [
+        ("domain_randomization", "INTEGER"),  # 1: colours, light and camera pose randomised
+        ("num_parameters", "INTEGER"),  # the pilot's parameter count (NULL: no weights)
+        ("model_bytes", "INTEGER"),  # its weights file on disk
+    ],
+    "offline": [("num_parameters", "INTEGER"), ("model_bytes", "INTEGER")],
+    "sweep": [("domain_randomization", "INTEGER")],
+}
+#: The columns each schema version added, oldest first (version 1 is the base layout).
+ADDED_COLUMNS: dict[int, dict[str, list[tuple[str, str]]]] = {2: V2_COLUMNS, 3: V3_COLUMNS}
+for _added in ADDED_COLUMNS.values():
+    CLOSED_LOOP_COLUMNS += _added["closed_loop"]
+    OFFLINE_COLUMNS += _added["offline"]
+    SWEEP_COLUMNS += _added["sweep"]
 
 _TABLES = {"closed_loop": CLOSED_LOOP_COLUMNS, "offline": OFFLINE_COLUMNS, "sweep": SWEEP_COLUMNS}
 _JSON_COLUMNS = {"lap_times", "per_class", "extra"}
@@ -192,7 +210,10 @@ class SchemaVersionError(StoreError):
 
 # What to do, for a program that writes the leaderboard and for one that only reads it.
 _ADVICE_WRITE = "move it away or pass --db NEW.sqlite"
-_ADVICE_READ = "pass --db with a leaderboard written by python -m evaluation.leaderboard"
+_ADVICE_READ = (
+    "pass --db with a leaderboard written by python -m evaluation.leaderboard or "
+    "python -m evaluation.evaluate"
+)
 
 
 def _damaged_advice(readonly: bool) -> str:
@@ -376,7 +397,7 @@ class Store:
             if not self.path.is_file():
                 raise StoreError(
                     f"{self.path}: no leaderboard database (run python -m evaluation.leaderboard "
-                    "first, or pass --db FILE)"
+                    "or python -m evaluation.evaluate first, or pass --db FILE)"
                 )
             self._con = self._connect_readonly(timeout)
         else:
@@ -519,10 +540,15 @@ class Store:
                 f"reads versions {', '.join(map(str, READABLE_VERSIONS))}; move the file "
                 "away (or pass another --db) and re-run the evaluation"
             )
-        added = {c for cols in V2_COLUMNS.values() for c, _ in cols}
+        later = {
+            c
+            for v, tables in ADDED_COLUMNS.items()
+            if v > int(str(version))
+            for cols in tables.values()
+            for c, _ in cols
+        }
         for table, columns in _SCHEMA.items():
-            if str(version) == "1":
-                columns = tuple(c for c in columns if c not in added)
+            columns = tuple(c for c in columns if c not in later)
             if table not in tables:
                 raise StoreError(
                     f"{self.path}: not a complete trackpilot leaderboard database (table "
@@ -565,15 +591,18 @@ class Store:
 
     @staticmethod
     def _upgrade(con: sqlite3.Connection) -> None:
-        """Version 1 -> 2 inside the open transaction: add the new columns."""
+        """An older version -> this one inside the open transaction: add the columns each
+        later version added (:data:`ADDED_COLUMNS`); their values are NULL for old rows."""
         found = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if str(found[0]) == str(SCHEMA_VERSION):
+        version = int(str(found[0]))
+        if version == SCHEMA_VERSION:
             return
-        for table, columns in V2_COLUMNS.items():
-            have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
-            for name, sqltype in columns:
-                if name not in have:
-                    con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
+        for _, tables in sorted(ADDED_COLUMNS.items()):
+            for table, columns in tables.items():
+                have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+                for name, sqltype in columns:
+                    if name not in have:
+                        con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
         con.execute(
             "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
         )

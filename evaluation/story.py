@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.presets import ModelSpec, Preset
-from evaluation.report import run_score, sweep_summary
+from evaluation.report import format_f1, run_score, sweep_summary
 from evaluation.results import ResultRow
 from tracks import load_track
 
@@ -37,6 +37,7 @@ class Evaluation:
     names: dict[str, str]  # pilot spec -> board name
     car_rows: list[ResultRow] = dataclasses.field(default_factory=list)  # on the reference car
     car: str | None = None  # the reference car computer (evaluation.cars)
+    robust_rows: list[ResultRow] = dataclasses.field(default_factory=list)  # randomised runs
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _car_check(preset: Preset, compact: ModelSpec, ev: Evaluation) -> Check:
         bad = [r for r in mine if r.interventions > 0 or not r.completed]
         crashed_any = crashed_any or bool(bad)
         parts.append(
-            f"{pilot} (F1 {f1[pilot]:.3f}, best {best:.3f}) at {_lat(mine)}: "
+            f"{pilot} (F1 {format_f1(f1[pilot])}, best {format_f1(best)}) at {_lat(mine)}: "
             f"{len(bad)}/{len(mine)} runs crash or do not finish, "
             f"{sum(r.interventions for r in mine)} interventions"
         )
@@ -171,7 +172,7 @@ def _slow_check(slow: ModelSpec, ev: Evaluation) -> Check:
     mine = f1.get(slow.name)
     near = mine is not None and best is not None and mine >= best - 0.05
     f1_text = (
-        f"test macro F1 {mine:.3f} (best of the zoo {best:.3f})"
+        f"test macro F1 {format_f1(mine)} (best of the zoo {format_f1(best)})"
         if mine is not None and best is not None
         else "no test F1"
     )

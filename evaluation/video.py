@@ -1,22 +1,26 @@
-"""A video of a closed-loop run: the car's camera and a top-down map side by side.
+"""A video of a closed-loop run: the car's camera and a top-down map side by side, MP4.
 
-MP4 when ``imageio-ffmpeg`` is installed, else an animated GIF (Pillow). The top-down
-map is drawn once per run (matplotlib, with a known world-to-pixel scale) and each
-frame only stamps the car, its trail and any interventions onto a copy of it, so a
-frame costs no extra rendering beyond the camera image the pilot already sees.
+H.264 through imageio-ffmpeg (:class:`sim.mp4.Mp4Writer`, written atomically; an
+unusable ffmpeg is one clear error before the run). The top-down map is drawn once per
+run (matplotlib, with a known world-to-pixel scale) and each frame only stamps the car,
+its trail and any interventions onto a copy of it; the camera half carries the servo's
+steering as a bar (:mod:`sim.overlay`, the labels ``sim.dataset view`` draws), so a
+frame costs no rendering beyond the camera image the pilot already sees.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RunVideo", "TopDownMap", "video_format"]
+from sim.mp4 import VIDEO_SUFFIX, Mp4Writer
+from sim.overlay import STEERING, LabelOverlay, upscale
+
+__all__ = ["RunVideo", "TopDownMap"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +32,6 @@ _START = (220, 40, 40)
 _CAR = (230, 30, 30)
 _TRAIL = (70, 160, 255)
 _INTERVENTION = (255, 0, 255)
-
-
-def video_format() -> str:
-    """``"mp4"`` when imageio-ffmpeg is importable, else ``"gif"``."""
-    try:
-        import imageio_ffmpeg  # noqa: F401
-    except ImportError:
-        return "gif"
-    return "mp4"
 
 
 class TopDownMap:
@@ -113,11 +108,14 @@ def _stamp(img: np.ndarray, row: int, col: int, radius: int, color: tuple[int, i
 
 
 class RunVideo:
-    """Frames of one run, streamed to ``path`` (``.mp4`` or ``.gif``; see module doc).
+    """Frames of one run, streamed to the MP4 file ``path`` (``.mp4`` is added when it
+    has another suffix).
 
-    ``add(obs, info)`` after every control step; ``close()`` returns the written path
-    (``.gif`` replaces ``.mp4`` when imageio-ffmpeg is missing).
+    ``add(obs, info)`` after every control step; ``close()`` finishes the file and
+    returns its path; ``abort()`` removes it (a run that failed).
     """
+
+    scale = 2  # the camera and the map are shown at twice the camera's size
 
     def __init__(
         self,
@@ -127,45 +125,34 @@ class RunVideo:
         fps: float | None = None,
     ) -> None:
         self.env = env
-        fmt = video_format()
         path = Path(path)
-        if path.suffix.lower() not in (".mp4", ".gif"):
-            path = path.with_name(path.name + f".{fmt}")
-        if path.suffix.lower() == ".mp4" and fmt != "mp4":
-            logger.info("imageio-ffmpeg is not installed: writing a GIF instead of %s", path)
-            path = path.with_suffix(".gif")
+        if path.suffix.lower() != VIDEO_SUFFIX:
+            path = path.with_name(path.name + VIDEO_SUFFIX)
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.format = self.path.suffix.lower()[1:]
-        # A GIF keeps every frame until it is written: half the frame rate and native size.
-        self.scale = 2 if self.format == "mp4" else 1
-        self.every = 1 if self.format == "mp4" else 2
-        self.fps = fps or env.control_hz / self.every
+        self.fps = fps or env.control_hz
         self.camera_size = (int(camera_size[0]), int(camera_size[1]))
         h, w = self.camera_size
         self.map = TopDownMap(env.track, (h * self.scale, w * self.scale))
         self._trail = self.map.image.copy()
-        self._count = 0
-        self._gif: list[Any] = []
-        self._palette = None
-        self._writer = None
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}{self.path.suffix}")
-        if self.format == "mp4":
-            import imageio.v2 as iio
-
-            self._writer = iio.get_writer(str(self._tmp), fps=self.fps, macro_block_size=8)
+        try:
+            self._overlay: LabelOverlay | None = LabelOverlay(
+                (h * self.scale, w * self.scale), bars=(STEERING,)
+            )
+        except ValueError:  # a camera too small to carry the bar: the frames without it
+            self._overlay = None
+        self._writer = Mp4Writer(self.path, self.fps)
 
     def _camera(self, obs: Any) -> np.ndarray:
         img = obs.get("image") if isinstance(obs, dict) else obs
-        if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.dtype == np.uint8):
-            h, w = self.camera_size
-            img = self.env.render_frame("camera", size=(h, w))
-        elif img.shape[:2] != self.camera_size:
-            h, w = self.camera_size
-            img = self.env.render_frame("camera", size=(h, w))
-        if self.scale > 1:
-            img = np.repeat(np.repeat(img, self.scale, axis=0), self.scale, axis=1)
-        return img
+        if not (
+            isinstance(img, np.ndarray)
+            and img.ndim == 3
+            and img.dtype == np.uint8
+            and img.shape[:2] == self.camera_size
+        ):
+            img = self.env.render_frame("camera", size=self.camera_size)
+        return upscale(img, self.scale)
 
     def add(self, obs: Any, info: dict[str, Any]) -> None:
         x, y, yaw = info["pose"]
@@ -173,9 +160,6 @@ class RunVideo:
         _stamp(self._trail, row, col, 0, _TRAIL)
         if info.get("off_track") or info.get("flipped"):
             _stamp(self._trail, row, col, 2 * self.scale, _INTERVENTION)
-        self._count += 1
-        if (self._count - 1) % self.every:
-            return
         top = self._trail.copy()
         _stamp(top, row, col, 1 + self.scale, _CAR)
         nose = (
@@ -183,12 +167,11 @@ class RunVideo:
             col + round(math.cos(yaw) * 4 * self.scale),
         )
         _stamp(top, nose[0], nose[1], self.scale // 2, _CAR)
-        frame = np.concatenate([self._camera(obs), top], axis=1)
-        frame = self._caption(frame, info)
-        if self._writer is not None:
-            self._writer.append_data(frame)
-        else:
-            self._add_gif(frame)
+        camera = self._camera(obs)
+        if self._overlay is not None:
+            self._overlay.draw(camera, (float(info.get("steering", 0.0)),))
+        frame = self._caption(np.concatenate([camera, top], axis=1), info)
+        self._writer.append(frame)
 
     @staticmethod
     def _caption(frame: np.ndarray, info: dict[str, Any]) -> np.ndarray:
@@ -199,36 +182,10 @@ class RunVideo:
         ImageDraw.Draw(img).text((3, 2), text, fill=(255, 255, 255))
         return np.asarray(img)
 
-    def _add_gif(self, frame: np.ndarray) -> None:
-        from PIL import Image
-
-        img = Image.fromarray(frame)
-        if self._palette is None:
-            # One palette for the whole GIF, from the first frame plus the overlay
-            # colours (which may appear only later: interventions).
-            swatch = np.zeros((8, frame.shape[1], 3), dtype=np.uint8)
-            for i, color in enumerate((_CAR, _TRAIL, _INTERVENTION, (255, 255, 255))):
-                swatch[2 * i : 2 * i + 2] = color
-            self._palette = Image.fromarray(np.concatenate([frame, swatch])).quantize(colors=128)
-        self._gif.append(img.quantize(palette=self._palette, dither=Image.Dither.NONE))
-
     def close(self) -> Path:
         """Finish the file (written atomically) and return its path."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        elif self._gif:
-            first, *rest = self._gif
-            first.save(
-                self._tmp,
-                format="GIF",
-                save_all=True,
-                append_images=rest,
-                duration=int(round(1000 / self.fps)),
-                loop=0,
-            )
-            self._gif = []
-        else:
-            return self.path
-        os.replace(self._tmp, self.path)
-        return self.path
+        return self._writer.close()
+
+    def abort(self) -> None:
+        """Remove the unfinished file (a run that failed)."""
+        self._writer.abort()

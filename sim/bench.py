@@ -199,11 +199,25 @@ def bench_car_racing(steps: int, repeats: int) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim.bench", description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=200, help="env steps per timed block")
-    ap.add_argument("--repeats", type=int, default=5, help="timed blocks; the median is reported")
-    ap.add_argument("--envs", type=int, default=os.cpu_count() or 1, help="parallel envs")
-    ap.add_argument("--track", default="oval")
-    ap.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
+    ap.add_argument(
+        "--steps", type=int, default=200, help="env steps per timed block (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed blocks; the median is reported (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--envs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="parallel envs (default: one per core, %(default)s here)",
+    )
+    ap.add_argument("--track", default="oval", help="track to drive (default: %(default)s)")
+    ap.add_argument(
+        "--quick", action="store_true", help="2 blocks of 30 steps instead (smoke test)"
+    )
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     if args.steps < 1 or args.repeats < 1 or args.envs < 1:

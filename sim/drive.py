@@ -34,22 +34,28 @@ The frame fields and the dataset info are those of ``python -m sim.record``,
 so manual and expert episodes can share one dataset directory. An episode's
 ``source`` is ``"expert"`` (autopilot only), ``"human"`` (no autopilot) or
 ``"takeover"`` (both); ``meta.extra["segments"]`` lists who drove which frames
-(``expert``, ``human``, ``takeover``) and ``extra["ended"]`` why it ended.
+(``expert``, ``human``, ``takeover``), ``extra["ended"]`` why it ended (the key,
+``reset``, ``quit``...) and ``ended`` the ending that is (``user_stop``,
+``off_track``, ``flipped``, ``split``, ...; ``sim.dataset.DRIVE_ENDINGS``).
 A recording longer than ``max_episode_frames`` (5 minutes) is split
 (``ended = "split"``) to bound memory. If a write fails, the frames are kept
 and written again when the session ends.
 
 Off track: leaving the road (or flipping) ends the episode. Its frames are
-saved, flagged ``extra["ended"] = "off_track"`` (or ``"flipped"``), because a
-person's approach to the edge and the attempts to recover are useful data; a
-consumer that wants clean laps only can drop them by that flag. The car is
+saved, flagged ``ended = "off_track"`` (or ``"flipped"``), because a
+person's approach to the edge and the attempts to recover are useful data;
+``python -m sim.dataset filter --trim-offtrack-s 2`` drops the last seconds
+before such an ending, ``--drop-episodes`` whole episodes. The car is
 then reset to the start line and "OFF TRACK" is shown for a moment; recording
 stays on (the next frames form a new episode).
 
 Time: each displayed frame advances the simulation by one control step
 (50 ms at 20 Hz), so ``--fps 20`` is real time, lower is slow motion, and
-``--fps 0`` runs unthrottled (tests). Works headless with
-``SDL_VIDEODRIVER=dummy``; ``--script FILE`` feeds it scripted key events.
+``--fps 0`` runs unthrottled (tests). Without a display (no ``DISPLAY`` or
+``WAYLAND_DISPLAY``, or one SDL cannot open) it says so in one line and exits with
+status 2 instead of driving an invisible window (:class:`NoDisplayError`); it runs
+headless only when asked to, with ``SDL_VIDEODRIVER=dummy`` (or ``offscreen``), and
+``--script FILE`` feeds it scripted key events.
 
 An app on top of ``agents``: the person and the expert are one pilot (the
 ``Copilot``) that drives the env through ``agents.loop.ClosedLoop``, like every
@@ -92,6 +98,7 @@ __all__ = [
     "DriveConfig",
     "DriveSession",
     "EpisodeRecorder",
+    "NoDisplayError",
     "ScriptEvent",
     "ScriptPlayer",
     "TrackMap",
@@ -104,18 +111,70 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: SDL's drivers that draw nowhere: fine when asked for (tests, scripts), not as a fallback.
+HEADLESS_DRIVERS = ("dummy", "offscreen")
+
+
+class NoDisplayError(RuntimeError):
+    """The driving window cannot be shown: no display, or SDL fell back to drawing nowhere."""
+
+
+def _no_display(detail: str) -> NoDisplayError:
+    return NoDisplayError(
+        f"no display to open the driving window on ({detail}); run it in a desktop session, "
+        "or set SDL_VIDEODRIVER=dummy to drive headless (scripts, tests)"
+    )
+
+
+def check_display_env(environ: Any = None) -> None:
+    """Before SDL is touched (it would print its probing errors): on X11/Wayland systems a
+    window needs ``DISPLAY`` or ``WAYLAND_DISPLAY`` unless a video driver was chosen."""
+    env = os.environ if environ is None else environ
+    if env.get("SDL_VIDEODRIVER"):
+        return  # chosen by the user: a real display, or headless on purpose
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")) and not (
+        env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")
+    ):
+        raise _no_display("neither DISPLAY nor WAYLAND_DISPLAY is set")
+
+
+def check_display_driver(pygame: Any, environ: Any = None) -> None:
+    """After ``pygame.display.init()``: SDL found no usable display when it fell back to a
+    driver that draws nowhere that the user did not ask for."""
+    env = os.environ if environ is None else environ
+    driver = pygame.display.get_driver()
+    if driver in HEADLESS_DRIVERS and not env.get("SDL_VIDEODRIVER"):
+        where = env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or "the default display"
+        raise _no_display(f"SDL could not open {where} and fell back to {driver!r}")
+
 
 def run(cfg: DriveConfig, script: Iterable[ScriptEvent | tuple] | None = None) -> dict[str, Any]:
-    """Open the window and drive until quit; returns a summary. Writes what was recorded."""
+    """Open the window and drive until quit; returns a summary. Writes what was recorded.
+
+    :class:`NoDisplayError` when there is no display to show the window on."""
+    check_display_env()
     import pygame  # lazy: importing it prints a banner and loads SDL (see sim.drive_display)
 
-    info = dataset_info_cached(RecordConfig(image_size=cfg.image_size))
-    recorder = EpisodeRecorder(cfg.out, info, cfg)
-    if (Path(cfg.out) / "manifest.json").exists():
-        recorder.writer()  # refuse an incompatible dataset now, not after a lap of driving
-
     # only what is used: pygame.init() would also open audio, which fails noisily without a card
-    pygame.display.init()
+    try:
+        pygame.display.init()
+        check_display_driver(pygame)
+    except pygame.error as exc:
+        pygame.quit()
+        raise _no_display(f"SDL: {exc}") from None
+    except NoDisplayError:
+        pygame.quit()
+        raise
+
+    try:
+        info = dataset_info_cached(RecordConfig(image_size=cfg.image_size))
+        recorder = EpisodeRecorder(cfg.out, info, cfg)
+        if (Path(cfg.out) / "manifest.json").exists():
+            recorder.writer()  # refuse an incompatible dataset now, not after a lap of driving
+    except BaseException:
+        pygame.quit()
+        raise
+
     pygame.font.init()
     pygame.joystick.init()
     session = None
@@ -224,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="FILE",
-        help="scripted inputs: FRAME ACTION [KEY] per line",
+        help="scripted inputs: FRAME ACTION [KEY] per line (default: none: keyboard and gamepad)",
     )
     return ap
 
@@ -250,7 +309,7 @@ def main(
             load_track(cfg.track)  # fail fast on a bad name or file
         t0 = time.perf_counter()
         summary = run(cfg, events)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, NoDisplayError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - t0

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sim.dataset import DatasetWriter, EpisodeMeta
+from sim.dataset import DRIVE_ENDINGS, DatasetWriter, EpisodeMeta
 from sim.record import FRAME_KEYS, append_frame, frames_to_arrays
 
 if TYPE_CHECKING:  # the session imports this module: no import cycle at run time
@@ -124,7 +124,13 @@ class EpisodeRecorder:
                 return key
 
     def flush(self, ended: str, laps_now: int, lap_times: Sequence[float]) -> dict | None:
-        """Write the frames held (if any) as one episode; returns its manifest record."""
+        """Write the frames held (if any) as one episode; returns its manifest record.
+
+        ``ended`` is why the session ended it (a key of ``sim.dataset.DRIVE_ENDINGS``: kept
+        in ``extra["ended"]``); the episode's ``ended`` is the ending that is.
+        """
+        if ended not in DRIVE_ENDINGS:
+            raise ValueError(f"ended must be one of {sorted(DRIVE_ENDINGS)}, got {ended!r}")
         if not self.drivers:
             self._clear()
             return None
@@ -137,6 +143,7 @@ class EpisodeRecorder:
             seed=ctx["seed"],
             source=self.source(drivers),
             laps=max(0, int(laps_now) - self.lap0),
+            ended=DRIVE_ENDINGS[ended],
             expert=self.expert_meta,
             extra={
                 "recorder": "sim.drive",

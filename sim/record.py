@@ -12,6 +12,13 @@ complete episode files the manifest does not list are listed again, and a
 listed episode whose file is missing or corrupt (its sha256 is checked) is
 recorded again, the corrupt file moved to ``DIR/quarantine/``.
 
+Episodes are keyed by track, direction, index and ``--seed``; each also keeps
+the settings that shaped its frames (laps, start, domain randomisation, the
+expert's parameters: ``extra["settings"]``). Running the command again with
+other settings into the same ``--out`` would skip those episodes and record
+nothing, so it is refused, naming the settings that differ: record into
+another ``--out``, or add a separate set of episodes with another ``--seed``.
+
 An episode in which the expert leaves the road (possible only with large
 perturbations) is not written: its frames would teach a crash. It is
 reported, and the command exits 1 if any episode failed.
@@ -31,7 +38,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from agents.expert import ExpertConfig, ExpertPilot
 from agents.loop import ClosedLoop, LoopObserver
@@ -51,6 +57,7 @@ from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import DIRECTIONS, parse_size
 from tracks.outputs import check_output_dir, os_error_line
+from tracks.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +96,15 @@ class RecordConfig:
             raise ValueError("laps and episodes must be >= 1")
         if self.start not in ("line", "random"):
             raise ValueError(f"start must be 'line' or 'random', got {self.start!r}")
+
+    def episode_settings(self) -> dict:
+        """What shapes an episode's frames besides its key (track, direction, index, seed)."""
+        return {
+            "laps": self.laps,
+            "start": self.start,
+            "domain_randomization": self.domain_randomization,
+            "expert": asdict(self.expert),
+        }
 
     def jobs(self) -> list[dict]:
         """One job per episode, each with its own derived seed."""
@@ -209,8 +225,14 @@ def record_episode(job: dict, cfg: RecordConfig, out: str) -> dict:
         seed=job["seed"],
         source="expert",
         laps=laps_done,
+        ended=run.ending,
         expert=expert.metadata(),
-        extra={"track_spec": job["track"], "lap_times": lap_times, "start": cfg.start},
+        extra={
+            "track_spec": job["track"],
+            "lap_times": lap_times,
+            "start": cfg.start,
+            "settings": cfg.episode_settings(),
+        },
     )
     DatasetWriter(out, dataset_info_cached(cfg)).write_episode(job["key"], arrays, meta)
     return result
@@ -249,12 +271,15 @@ def record(cfg: RecordConfig, out: str | Path, workers: int = 1, progress: bool 
             len(damaged),
             "; ".join(damaged[:3]) + ("; ..." if len(damaged) > 3 else ""),
         )
-    listed = {rec["key"] for rec in writer.episodes}
+    listed = {rec["key"]: rec for rec in writer.episodes}
+    _refuse_other_settings(
+        cfg, out, writer.info, [listed[j["key"]] for j in all_jobs if j["key"] in listed]
+    )
     jobs = [j for j in all_jobs if j["key"] not in listed]
     skipped = len(all_jobs) - len(jobs)
     results: list[dict] = []
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), unit="ep", disable=not progress, desc="recording")
+    bar = progress_bar(total=len(jobs), unit="ep", enabled=progress, desc="recording")
     try:
         for _, result in imap_unordered(record_episode, jobs, workers, args=(cfg, out)):
             results.append(result)
@@ -283,6 +308,55 @@ EXPERT_FLAGS = {
     "steer_noise": "--noise",
     "drift_prob": "--drift",
 }
+
+
+def _recorded_settings(rec: dict, info: dict) -> dict:
+    """The settings episode ``rec`` was recorded with: ``extra["settings"]``, or for episodes
+    recorded before it was kept, what the record says (its laps, start and expert, the
+    dataset's domain randomisation)."""
+    extra = rec.get("extra") or {}
+    if isinstance(extra.get("settings"), dict):
+        return extra["settings"]
+    expert = {k: v for k, v in (rec.get("expert") or {}).items() if k not in ("kind", "name")}
+    return {
+        "laps": rec.get("laps"),
+        "start": extra.get("start"),
+        "domain_randomization": info.get("domain_randomization", False),
+        "expert": expert,
+    }
+
+
+def settings_differences(cfg: RecordConfig, rec: dict, info: dict) -> list[str]:
+    """``"--flag THERE there, NOW now"`` for each setting in which the episode of record
+    ``rec`` differs from what ``cfg`` would record (settings an older record does not state
+    are not compared)."""
+    have, want = _recorded_settings(rec, info), cfg.episode_settings()
+    out = []
+    for name in ("laps", "start", "domain_randomization"):
+        if have.get(name) is not None and have[name] != want[name]:
+            out.append(f"--{name.replace('_', '-')} {have[name]} there, {want[name]} now")
+    for name, value in want["expert"].items():
+        there = (have.get("expert") or {}).get(name)
+        if there is not None and there != value:
+            flag = EXPERT_FLAGS.get(name, f"expert {name}")
+            out.append(f"{flag} {there} there, {value} now")
+    return out
+
+
+def _refuse_other_settings(cfg: RecordConfig, out: str, info: dict, recorded: list[dict]) -> None:
+    """ValueError when episodes this run would skip as complete were recorded with other
+    settings: resuming would silently record nothing of what was asked."""
+    clash = [(rec["key"], settings_differences(cfg, rec, info)) for rec in recorded]
+    clash = [(key, diff) for key, diff in clash if diff]
+    if not clash:
+        return
+    keys, diff = [k for k, _ in clash], clash[0][1]
+    raise ValueError(
+        f"{out}: {len(keys)} of this command's episodes are already recorded with other "
+        f"settings ({'; '.join(diff)}), e.g. {keys[0]}; resuming would record none of them. "
+        f"Record into another --out, or add a separate set of episodes to this dataset "
+        f"with another --seed"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -37,6 +43,35 @@ def tiny_track() -> object:
 
     th = 2 * np.pi * np.arange(32) / 32
     return Track(np.column_stack([2.0 * np.cos(th), 2.0 * np.sin(th)]), 0.5, 0.5, name="tiny")
+
+
+@pytest.fixture
+def run_module() -> Callable[..., subprocess.CompletedProcess]:
+    """Factory: ``run_module("sim.record", "--out", d, cwd=tmp_path)`` runs ``python -m
+    MODULE ARGS`` in a fresh interpreter (this checkout first on its path), output
+    captured as text. ``unset`` names environment variables to leave out, ``env`` sets
+    others."""
+
+    def run(
+        module: str,
+        *args: str | Path,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        unset: tuple[str, ...] = (),
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess:
+        environ = {k: v for k, v in os.environ.items() if k not in unset}
+        environ.update(env or {}, PYTHONPATH=str(REPO))
+        return subprocess.run(
+            [sys.executable, "-m", module, *map(str, args)],
+            cwd=cwd,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
 
 
 @pytest.fixture

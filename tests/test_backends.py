@@ -99,7 +99,12 @@ def test_backend_names_and_addresses_are_checked() -> None:
 def test_evaluate_cli_rejects_address_without_ray(tmp_path, capsys) -> None:
     from evaluation.evaluate import main
 
-    rc = main(["expert", "--address", "auto", "--out", str(tmp_path)])
+    db = tmp_path / "lb.sqlite"
+    rc = main(["expert", "--address", "auto", "--out", str(tmp_path), "--db", str(db)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == "error: --address is for --backend ray"
-    assert not (tmp_path / "results.jsonl").exists()
+    rc = main(["expert", "--backend", "ray", "--address", "auto", "--video", str(tmp_path)]
+              + ["--db", str(db)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: --video with --address: each video would be")
+    assert not db.exists()

@@ -110,6 +110,7 @@ def test_unreachable_ray_address_is_one_line_quickly(tmp_path, capsys) -> None:
 
     address = f"ray://127.0.0.1:{port}"
     argv = ["--backend", "ray", "--address", address, "--out", str(tmp_path / "o")]
+    argv += ["--db", str(tmp_path / "o" / "lb.sqlite")]
     t0 = time.monotonic()
     rc = evaluate_main(["expert", "--tracks", "oval", *argv])
     err = capsys.readouterr().err.strip().splitlines()
@@ -190,7 +191,8 @@ def test_cli_starts_and_stops_its_own_ray_instance(tmp_path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "evaluation.evaluate", "expert", "--tracks", "oval"]
         + ["--directions", "ccw,cw", "--laps", "1", "--latency", "0", "--backend", "ray"]
-        + ["--workers", "2", "--json", "--no-progress", "--out", str(tmp_path)],
+        + ["--workers", "2", "--json", "--no-progress", "--out", str(tmp_path)]
+        + ["--db", str(tmp_path / "lb.sqlite")],
         capture_output=True,
         text=True,
         timeout=180,
@@ -199,4 +201,8 @@ def test_cli_starts_and_stops_its_own_ray_instance(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 2
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+    from evaluation.store import open_store
+
+    with open_store(tmp_path / "lb.sqlite", readonly=True) as store:
+        assert {r["direction"] for r in store.closed_loop_rows()} == {"ccw", "cw"}
+        assert store.counts()["closed_loop"] == 2

@@ -93,9 +93,11 @@ def test_profile_for_another_model(checkpoint, tmp_path, capsys) -> None:
     d, _, _ = checkpoint
     prof = _profile(tmp_path / "other.json", "ff" * 32, [30.0] * 200)
     rc = main([str(d), "--tracks", "oval", "--directions", "ccw", "--laps", "1",
-               "--latency", str(prof), "--no-progress", "--out", str(tmp_path / "o")])  # fmt: skip
+               "--latency", str(prof), "--no-progress", "--out", str(tmp_path / "o"),
+               "--db", str(tmp_path / "lb.sqlite")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "no profile for" in err[0] and "ffffffffffff" in err[0]
+    assert not (tmp_path / "lb.sqlite").exists()  # a refused pilot leaves no store behind
     # With a car, a pilot without its own profile gets the estimate instead.
     (row,) = evaluate([str(d)], latency=str(prof), car="rpi4-tflite", **RUN)
     assert row.latency_mode == "estimated"
@@ -131,9 +133,10 @@ def test_a_directory_of_profiles_and_a_bad_one(checkpoint, tmp_path) -> None:
 )
 def test_bad_car_or_profile_is_one_error_line(tmp_path, capsys, argv, words) -> None:
     rc = main([*argv, "--tracks", "oval", "--laps", "1", "--no-progress",
-               "--out", str(tmp_path)])  # fmt: skip
+               "--out", str(tmp_path), "--db", str(tmp_path / "lb.sqlite")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1, err
+    assert not (tmp_path / "lb.sqlite").exists()
     assert all(w in err[0] for w in words), err[0]
 
 

@@ -205,7 +205,7 @@ def _wrong_schema(root: Path) -> Path:
         (_wrong_image_shape, "image size 8x10"),
         (_missing_file, "missing"),
         (_bad_json, "invalid JSON"),
-        (_wrong_schema, "this trackpilot reads 1"),
+        (_wrong_schema, "this trackpilot reads 1 and 2"),
     ],
 )
 def test_validate_catches(tmp_path, capsys, damage, expect):
@@ -228,13 +228,16 @@ def test_loaders_refuse_damaged_files(tmp_path):
         ds.load_episode("e1")
     with pytest.raises(DatasetError, match="sha256 mismatch"):
         ds.load_arrays(verify=True)
-    ds.load_episode("e1", verify=False)  # only a data byte changed
+    # unverified, the compressed data is still checked (zstd's own checksum and sizes)
+    with pytest.raises(DatasetError, match=r"ep-e1.*the file is damaged") as e:
+        ds.load_episode("e1", verify=False)
+    assert "\n" not in str(e.value)
     path = tmp_path / "episodes/ep-e0.safetensors"
     path.write_bytes(b"\xff" * 8 + path.read_bytes()[8:])  # absurd header length
     with pytest.raises(DatasetError, match=r"ep-e0.*not a valid safetensors"):
         ds.load_arrays()
     _wrong_schema(tmp_path)
-    with pytest.raises(DatasetError, match="schema_version is 99, this trackpilot reads 1"):
+    with pytest.raises(DatasetError, match="schema_version is 99, this trackpilot reads 1 and 2"):
         open_dataset(tmp_path)
     with pytest.raises(DatasetError, match="missing"):
         open_dataset(tmp_path / "episodes")

@@ -178,7 +178,7 @@ def test_drive_records_human_autopilot_and_takeover(tmp_path) -> None:
 
     rec, a = eps[0]
     assert rec["source"] == "takeover"
-    assert rec["extra"]["ended"] == "stopped"
+    assert (rec["extra"]["ended"], rec["ended"]) == ("stopped", "user_stop")
     assert rec["expert"] is not None and rec["expert"]["kind"] == "expert"
     assert a["image"].shape == (42, 48, 64, 3) and a["image"].dtype == np.uint8
     s, takeover = a["steering"], a["takeover"]
@@ -211,6 +211,7 @@ def test_drive_records_human_autopilot_and_takeover(tmp_path) -> None:
     assert not a["takeover"].any()
     rec, a = eps[2]
     assert (rec["source"], rec["direction"], rec["extra"]["ended"]) == ("expert", "cw", "quit")
+    assert [rec["ended"] for rec, _ in eps] == ["user_stop"] * 3
     assert a["t"][0] == pytest.approx(0.0)  # a fresh env episode after the switch
     assert len({rec["key"] for rec, _ in eps}) == 3
     assert all(rec["key"].startswith("manual-oval") for rec, _ in eps)
@@ -237,6 +238,8 @@ def test_drive_off_track_track_change_and_reset(tmp_path) -> None:
     ended = [rec["extra"]["ended"] for rec, _ in eps]
     assert ended[0] == "off_track"  # saved, flagged
     assert ended[-3:] == ["track_change", "reset", "max_frames"]
+    endings = [rec["ended"] for rec, _ in eps]  # the episode's ending, in dataset words
+    assert endings[0] == "off_track" and endings[-3:] == ["user_stop", "user_stop", "time_limit"]
     assert sum(rec["frames"] for rec, _ in eps) == 36  # nothing lost, nothing twice
     rec, a = eps[0]
     assert rec["source"] == "human" and np.all(a["steering"][1:] > 0)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from evaluation.evaluate import evaluate, main
 from evaluation.pilots import checkpoint_kind, load_pilot_spec, pilot_env_settings
 from evaluation.results import ResultRow
 from evaluation.runner import max_ok_latency
+from evaluation.store import Store
 
 SHORT = ["--tracks", "oval", "--directions", "ccw", "--laps", "1", "--workers", "1"]
 
 
 def test_cli_expert_json(tmp_path, capsys) -> None:
+    db = tmp_path / "lb.sqlite"
     rc = main(["expert", *SHORT, "--latency", "measured", "--json", "--no-progress",
-               "--out", str(tmp_path)])  # fmt: skip
+               "--out", str(tmp_path), "--db", str(db)])  # fmt: skip
     out = capsys.readouterr()
     assert rc == 0, out.err
     rows = [json.loads(line) for line in out.out.splitlines()]
@@ -28,19 +31,28 @@ def test_cli_expert_json(tmp_path, capsys) -> None:
     assert 0 < row["latency_ms"] <= row["latency_p95_ms"] < 50
     assert row["completed"] and row["laps_completed"] == 1 and row["interventions"] == 0
     assert row["autonomy"] == 100.0 and len(row["lap_times"]) == 1
-    assert "trajectory" not in row  # printed rows stay short; the file keeps it
+    assert "trajectory" not in row  # printed rows stay short; the store keeps it
     assert row["code_version"] and row["hardware"] and row["device"].startswith("cpu")
-    lines = (tmp_path / "results.jsonl").read_text().splitlines()
-    stored = ResultRow.from_dict(json.loads(lines[0]))
-    assert stored.trajectory and stored.ok and not stored.crashed
-    assert (tmp_path / "config.json").is_file()
+    assert f"stored 1 rows in {db}" in out.err
+    with Store(db, readonly=True) as store:
+        (stored,) = store.closed_loop_rows(with_trajectories=True)
+        (ev,) = store.evaluations()
+    assert stored["pilot"] == "expert" and stored["completed"] and stored["trajectory"]
+    assert stored["latency_ms"] == pytest.approx(row["latency_ms"])
+    assert ev["context"]["source"] == "evaluation.evaluate"
+    assert ev["context"]["pilots"] == ["expert"] and ev["context"]["hardware"] == row["hardware"]
+    assert "dataset_fingerprint" not in ev["context"]  # the main job's stays current
+    assert not list(tmp_path.glob("*.jsonl")) and not (tmp_path / "sweep.png").exists()
 
 
 def test_cli_table(tmp_path, capsys) -> None:
-    rc = main(["expert", *SHORT, "--latency", "20ms", "--no-progress", "--out", str(tmp_path)])
+    rc = main(["expert", *SHORT, "--latency", "20ms", "--no-progress", "--out", str(tmp_path),
+               "--db", "none"])  # fmt: skip
     out = capsys.readouterr()
     assert rc == 0
     assert "expert" in out.out and "20.0ms" in out.out and "yes" in out.out
+    assert "1 rows not stored (--db none)" in out.err
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -56,16 +68,18 @@ def test_cli_table(tmp_path, capsys) -> None:
     ],
 )
 def test_cli_bad_input_is_one_error_line(tmp_path, capsys, argv, message) -> None:
-    rc = main([*argv, "--no-progress", "--out", str(tmp_path)])
+    rc = main([*argv, "--no-progress", "--out", str(tmp_path), "--db", str(tmp_path / "lb")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not (tmp_path / "lb").exists()  # refused before the store was opened
 
 
 def test_cli_malformed_track_file(tmp_path, capsys) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("this,is\nnot a track\n")
-    rc = main(["expert", "--tracks", str(bad), "--no-progress", "--out", str(tmp_path)])
+    rc = main(["expert", "--tracks", str(bad), "--no-progress", "--out", str(tmp_path),
+               "--db", str(tmp_path / "lb")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ")
 
@@ -89,7 +103,7 @@ def test_evaluate_in_process_with_sweep(tmp_path) -> None:
     assert sweep_rows[1].crashed
     assert max_ok_latency(sweep_rows) == 0.0
     assert (tmp_path / "sweep.png").is_file()
-    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+    assert not (tmp_path / "trackpilot_out").exists()  # in-process: nothing stored unless db
 
 
 def test_evaluate_cnn_checkpoint_with_measured_latency(tmp_path) -> None:
@@ -115,6 +129,49 @@ def test_evaluate_cnn_checkpoint_with_measured_latency(tmp_path) -> None:
     assert row.latency_mode == "measured" and 0 < row.latency_ms <= row.latency_p95_ms
     assert row.track == "oval" and row.direction == "cw"
     assert row.elapsed_s == pytest.approx(0.5) and not row.completed
+    # What a chooser compares besides the score: the model's size.
+    assert row.num_parameters == sum(p.numel() for p in model.parameters())
+    assert row.model_bytes == (tmp_path / record["weights"]).stat().st_size
+    assert not row.domain_randomization
+
+
+def test_domain_randomization_runs_say_so_and_see_other_colours(tmp_path) -> None:
+    import imageio.v2 as iio
+
+    common = dict(
+        tracks=["oval"], directions=["ccw"], laps=1, latency="0", max_time_s=0.3,
+        progress=False, video_dir=str(tmp_path),
+    )  # fmt: skip
+    (clean,) = evaluate(["classical"], **common)
+    (robust,) = evaluate(["classical"], domain_randomization=True, **common)
+    assert not clean.domain_randomization and robust.domain_randomization
+    assert clean.video.endswith("edge_oval_ccw_s0_0ms.mp4")
+    assert robust.video.endswith("edge_oval_ccw_s0_0ms_dr.mp4")
+    with iio.get_reader(clean.video) as a, iio.get_reader(robust.video) as b:
+        first_clean, first_robust = (np.asarray(r.get_data(0)).astype(int) for r in (a, b))
+    # The camera half (left) shows other colours, light or pose; the map half is the same.
+    half = first_clean.shape[1] // 2
+    assert np.abs(first_clean[:, :half] - first_robust[:, :half]).mean() > 5
+    assert ResultRow.from_dict(robust.to_dict()).domain_randomization
+
+
+def test_cli_unusable_ffmpeg_fails_before_any_run(tmp_path, capsys, monkeypatch) -> None:
+    from sim import mp4
+
+    broken = tmp_path / "ffmpeg"
+    broken.write_text("#!/bin/sh\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(broken))
+    mp4._probe.cache_clear()
+    try:
+        rc = main(["expert", *SHORT, "--video", str(tmp_path / "v"), "--no-progress",
+                   "--out", str(tmp_path / "out")])  # fmt: skip
+    finally:
+        mp4._probe.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {broken}: this ffmpeg cannot write MP4 video (exit status 3")
+    assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
 def test_classical_pilot_runs() -> None:

@@ -74,6 +74,8 @@ def test_export_agrees_with_torch_on_rendered_frames(exported, name) -> None:
     record = json.loads((ckpt / "best.json").read_text())
     assert meta["source_sha256"] == record["weights_sha256"]
     assert meta["mflop"] > 0
+    model = registry.load_pilot(str(ckpt)).model
+    assert meta["num_parameters"] == sum(p.numel() for p in model.parameters())
     assert (
         result.path.read_bytes()
         and result.sha256 == hashlib.sha256(result.path.read_bytes()).hexdigest()
@@ -96,6 +98,11 @@ def test_onnx_pilot_drives_through_the_registry(exported, tiny_track) -> None:
     assert meta["checkpoint_sha256"] == result.sha256
     assert meta["source_sha256"] == result.metadata["source_sha256"]
     assert meta["threads"] == 1 and meta["device"] == "cpu"
+    # The chooser's figures: parameters (from the export) and the model file's size.
+    assert meta["num_parameters"] == result.metadata["num_parameters"] > 0
+    assert meta["model_bytes"] == result.path.stat().st_size
+    cnn = registry.load_pilot(str(exported["compact_cls"][0])).metadata()
+    assert cnn["model_bytes"] == (exported["compact_cls"][0] / "best.safetensors").stat().st_size
     r = run_closed_loop(pilot, tiny_track, laps=1, max_time_s=0.5, record_trajectory=False)
     assert r.image_size == list(CAMERA)
     a = pilot.act(np.zeros((*CAMERA, 3), np.uint8), {})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,7 @@ def test_html_renders_in_chromium(html_page: Path, tmp_path: Path) -> None:
         driver.get(html_page.resolve().as_uri())
         assert driver.title == "trackpilot leaderboard"
         tables = driver.find_elements(By.TAG_NAME, "table")
-        assert len(tables) == 6
+        assert len(tables) == 7
         for table in tables:
             rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
             assert rows, "a table rendered without rows"
@@ -123,6 +124,10 @@ def test_html_renders_in_chromium(html_page: Path, tmp_path: Path) -> None:
         assert "estimates" in caption and "rpi4-tflite" in caption
         images = driver.find_elements(By.TAG_NAME, "img")
         assert len(images) == 7
+        # The chooser's columns: robustness beside the score, the spread over seeds.
+        assert "10.0 (-90.0)" in board[2].text and "65.0 ± 14.1" in board[4].text
+        seeds = driver.find_element(By.CSS_SELECTOR, "table.seeds")
+        assert seeds.is_displayed() and "65.0 ± 14.1" in seeds.text
         # Every image decoded: complete, with a natural size (a broken one has 0 x 0).
         sizes = driver.execute_script(
             "return Array.from(document.images).map("
@@ -130,11 +135,32 @@ def test_html_renders_in_chromium(html_page: Path, tmp_path: Path) -> None:
         )
         for complete, nw, nh, shown in sizes:
             assert complete and nw > 0 and nh > 0 and shown > 0
-        # Nothing was fetched from anywhere but the page itself.
+        # The run video (an MP4 copied beside the page) loads: its metadata is read (a
+        # duration, a frame size) and no error; the one whose file is gone is named.
+        video = driver.find_element(By.CSS_SELECTOR, "figure.video video")
+        assert video.is_displayed() and video.size["width"] > 100
+        state = None
+        for _ in range(100):
+            state = driver.execute_script(
+                "const v = document.querySelector('figure.video video');"
+                "return [v.readyState, v.duration, v.videoWidth, v.videoHeight,"
+                " v.error && v.error.code, v.currentSrc];"
+            )
+            if state[0] >= 1 or state[4]:
+                break
+            time.sleep(0.1)
+        ready, duration, width, height, error, src = state
+        assert error is None and ready >= 1, state  # HAVE_METADATA or more
+        assert duration == pytest.approx(12 / 20, abs=0.06) and (width, height) == (128, 48)
+        assert src.startswith((html_page.parent / "videos").resolve().as_uri())
+        missing = driver.find_element(By.CSS_SELECTOR, "figure.video.missing")
+        assert "video missing" in missing.text and "gone.mp4" in missing.text
+        # Nothing was fetched from anywhere but the page itself and its directory.
         urls = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name)"
         )
-        assert all(u.startswith("data:") for u in urls), urls
+        here = html_page.parent.resolve().as_uri() + "/"
+        assert all(u.startswith(("data:", here)) for u in urls), urls
         # No console errors (a broken image or markup shows there).
         severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
         assert not severe, severe

@@ -30,7 +30,8 @@ def test_tiny_pipeline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], one_thread: None
 ) -> None:
     out = tmp_path / "out"
-    rc = lb.main(["--preset", "tiny", "--out", str(out), "--workers", "1", "--seed", "0"])
+    argv = ["--preset", "tiny", "--out", str(out), "--workers", "1", "--seed", "0", "--video"]
+    rc = lb.main(argv)
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "[4/4] reports" in printed and "Closed-loop leaderboard" in printed
@@ -41,10 +42,19 @@ def test_tiny_pipeline(
     pilots = {"expert", "classical", *(m.name for m in tiny.zoo)}
     with Store(out / "leaderboard.sqlite") as store:
         every = store.closed_loop_rows(with_trajectories=True)
-        rows = [r for r in every if r["car"] is None]  # this machine
+        here = [r for r in every if r["car"] is None]  # this machine
+        rows = [r for r in here if not r["domain_randomization"]]
+        robust = [r for r in here if r["domain_randomization"]]
         car = [r for r in every if r["car"] is not None]
         assert {r["pilot"] for r in rows} == pilots
         assert len(rows) == len(pilots) * len(tiny.eval_tracks) * 2  # both directions
+        # Every pilot again with domain randomisation: the board's robustness column.
+        assert sorted((r["pilot"], r["track"], r["direction"]) for r in robust) == sorted(
+            (r["pilot"], r["track"], r["direction"]) for r in rows
+        )
+        assert not any(r["domain_randomization"] for r in car)
+        cnn_rows = [r for r in rows if r["pilot_kind"] == "cnn"]
+        assert all(r["num_parameters"] > 0 and r["model_bytes"] > 0 for r in cnn_rows)
         assert {r["track"] for r in rows} == set(tiny.eval_tracks)
         assert all(r["latency_mode"] == "measured" and r["latency_ms"] > 0 for r in rows)
         # The zoo again on the reference car, at the latency estimated for each model.
@@ -68,6 +78,10 @@ def test_tiny_pipeline(
         assert (report / name).stat().st_size > 0, name
     page = (report / "leaderboard.html").read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") >= 3  # 2 trajectory maps, learning curves
+    # --video: an MP4 of every run on this machine, clean and randomised, beside the page.
+    copies = sorted((report / "videos").glob("*.mp4"))
+    assert len(copies) == len(rows) + len(robust) == page.count("<video ")
+    assert sum(c.name.endswith("_dr.mp4") for c in copies) == len(robust)
 
     # A second run finds the dataset and the trained zoo and reuses them.
     data = lb.record_dataset(tiny, out, seed=0)

@@ -24,6 +24,7 @@ from safetensors.numpy import save
 
 from sim.dataset import (
     CONTENT_SHA_KEY,
+    ENCODING_METADATA_KEY,
     EPISODE_METADATA_KEY,
     MAX_EPISODE_FRAMES,
     MAX_EPISODES,
@@ -40,6 +41,12 @@ from sim.dataset import (
     open_dataset,
     synthetic_episode,
     validate_dataset,
+)
+from sim.dataset.episode_file import (
+    _decode_bytes,
+    _episode_meta,
+    _read_header_bytes,
+    _serialize_episode,
 )
 from training.config import TrainConfig
 from training.data import split_episodes
@@ -88,12 +95,14 @@ def assert_one_error(proc: subprocess.CompletedProcess, *wanted: str) -> str:
     return lines[0]
 
 
-def tensor_offset(path: Path, name: str) -> int:
-    """Where tensor ``name``'s bytes start in the safetensors file ``path``."""
+def tensor_span(path: Path, name: str) -> tuple[int, int]:
+    """Where field ``name``'s bytes lie in the episode file ``path``: its raw tensor
+    (version 1) or its compressed chunks (``NAME.zst``, version 2)."""
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])
-    return 8 + n + header[name]["data_offsets"][0]
+    begin, end = header[name if name in header else name + ".zst"]["data_offsets"]
+    return 8 + n + begin, 8 + n + end
 
 
 def flip(path: Path, offset: int, mask: int = 0xFF) -> None:
@@ -103,11 +112,23 @@ def flip(path: Path, offset: int, mask: int = 0xFF) -> None:
 
 
 def corrupt(path: Path, where: str, mask: int = 0xFF) -> None:
-    """Flip one byte inside the label (the sign byte of steering[10]) or the image."""
-    if where == "label":
-        flip(path, tensor_offset(path, "steering") + 4 * 10 + 3, mask)
-    else:
-        flip(path, tensor_offset(path, "image") + 1234, mask)
+    """Flip one byte in the middle of the steering labels' or the images' stored bytes."""
+    begin, end = tensor_span(path, "steering" if where == "label" else "image")
+    flip(path, (begin + end) // 2, mask)
+
+
+def negate_label(path: Path) -> None:
+    """Rewrite episode file ``path`` with steering[10] negated, as a well-formed file (its
+    own checksums hold): only the manifest's sha256 can tell, so the label stays finite and
+    an unverified load trains on it."""
+    data = path.read_bytes()
+    hdr = _read_header_bytes(data, path)
+    arrays = {k: a.copy() for k, a in _decode_bytes(data, hdr, path).items()}
+    arrays["steering"][10] *= -1
+    meta = _episode_meta(hdr, path)
+    meta.pop(CONTENT_SHA_KEY)
+    new, _ = _serialize_episode(arrays, meta, hdr.version)
+    path.write_bytes(bytes(new))
 
 
 def sha(path: Path) -> str:
@@ -139,7 +160,7 @@ def no_verify_run(recorded, tmp_path_factory) -> tuple[Path, subprocess.Complete
     risk its help states). Its run directory is the checkpoint the evaluation tests use."""
     root = tmp_path_factory.mktemp("noverify")
     d = Path(shutil.copytree(recorded, root / "d"))
-    corrupt(episode(d), "label", mask=0x80)  # the sign bit: the label stays finite
+    negate_label(episode(d))
     proc = run("training.train", "--data", d, "--out", root / "r", *TRAIN, "--no-verify", cwd=root)
     return root / "r", proc
 
@@ -171,11 +192,20 @@ def test_evaluate_refuses_a_corrupted_episode(data, tmp_path, no_verify_run, whe
     run_dir, trained = no_verify_run
     assert trained.returncode == 0, trained.stderr
     path = episode(data, 1)
-    corrupt(path, where)
+    if where == "label":
+        negate_label(path)
+    else:
+        corrupt(path, where)
     proc = run("training.evaluate", run_dir, "--data", data, "--split", "all", cwd=tmp_path)
     assert_one_error(proc, str(path), "sha256 mismatch", "python -m sim.dataset validate")
     if where == "image":
-        return  # --no-verify once is enough
+        # a flipped byte in compressed data: damaged even unverified, one line
+        proc = run(
+            "training.evaluate", run_dir, "--data", data, "--split", "all", "--no-verify",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert_one_error(proc, str(path), "the file is damaged")
+        return
     proc = run(
         "training.evaluate", run_dir, "--data", data, "--split", "all", "--no-verify", cwd=tmp_path
     )
@@ -205,9 +235,7 @@ def test_the_reproduction_of_the_issue_fails_properly(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     p = tmp_path / "d/episodes/ep-oval-ccw-002-s3.safetensors"
-    b = bytearray(p.read_bytes())
-    b[3000000] ^= 255
-    p.write_bytes(b)
+    corrupt(p, "image")  # the issue flipped byte 3,000,000 of a raw (version 1) file
     proc = run("training.train", "--data", "d", "--out", "r", "--epochs", "1", cwd=tmp_path)
     assert_one_error(proc, "d/episodes/ep-oval-ccw-002-s3.safetensors", "sha256 mismatch")
     assert not (tmp_path / "r").exists()
@@ -227,7 +255,7 @@ def test_verify_is_a_config_field_with_a_flag_that_states_the_risk():
 
 def test_the_reader_verifies_by_default(data):
     path = episode(data, 2)
-    corrupt(path, "label")
+    negate_label(path)
     ds = open_dataset(data)
     for load in (
         lambda: ds.load_arrays(fields=["steering"]),
@@ -425,7 +453,21 @@ def _base_manifest(root: Path) -> dict:
         (lambda m: m["episodes"].extend([{}] * MAX_EPISODES), "MAX_EPISODES"),
         (lambda m: m["episodes"][0].update(track_id="t" * (MAX_NAME_CHARS + 1)), "MAX_NAME_CHARS"),
         (lambda m: m["episodes"][0].update(frames=MAX_EPISODE_FRAMES + 1), "MAX_EPISODE_FRAMES"),
-        (lambda m: m["episodes"][0].update(frames=10**6, bytes=1000), "cannot fit"),
+        # a raw (version-1) dataset: its file sizes bound its frames
+        (
+            lambda m: (
+                m.update(schema_version=1) or m["episodes"][0].update(frames=10**6, bytes=1000)
+            ),
+            "cannot fit",
+        ),  # fmt: skip
+        # a compressed one: what its frames decode to is bounded
+        (
+            lambda m: (
+                m["info"]["camera"].update(image_size=[1000, 1000])
+                or m["episodes"][0].update(frames=2000)
+            ),
+            "MAX_DECODED_BYTES",
+        ),  # fmt: skip
         (lambda m: m["info"]["camera"].update(image_size=[1025, 40]), "MAX_IMAGE_SIDE"),
     ],
 )
@@ -497,7 +539,9 @@ def test_image_size_limits(tmp_path):
     path = tmp_path / "c/episodes/ep-e0.safetensors"
 
     def wide(h: dict) -> dict:  # the same 12 * 8 * 12 * 3 bytes, declared as one 1x1152 image
-        h["image"]["shape"] = [1, 1, 1152, 3]
+        enc = json.loads(h["__metadata__"][ENCODING_METADATA_KEY])
+        enc["fields"]["image"]["shape"] = [1, 1, 1152, 3]
+        h["__metadata__"][ENCODING_METADATA_KEY] = json.dumps(enc)
         return h
 
     _rewrite_header(path, wide)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.store import Store
+
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not Path("/proc/self/stat").exists(),
     reason="finds descendant processes through Linux's /proc",
@@ -342,9 +344,11 @@ def test_evaluate_ctrl_c(tmp_path):
     time.sleep(1.0)  # the workers import and start driving
     cmd.ctrl_c()
     line = cmd.check_clean_exit(130)
-    assert line.startswith("interrupted: nothing written"), line
+    assert line.startswith("interrupted: nothing stored"), line
     cmd.seconds_until_gone()
-    assert not (out / "results.jsonl").exists()
+    db = tmp_path / "trackpilot_out" / "leaderboard.sqlite"  # the default --db, in its cwd
+    with Store(db, readonly=True) as store:
+        assert store.counts()["closed_loop"] == 0 and store.counts()["evaluations"] == 0
 
 
 def test_evaluate_sigkill_leaves_no_worker(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,7 +300,9 @@ def test_plot_sweep_writes_png(tmp_path) -> None:
 
 
 def test_video_of_a_run(tiny_track, tmp_path) -> None:
-    from PIL import Image
+    import imageio.v2 as iio
+
+    from sim.overlay import STEERING, LabelOverlay
 
     r = run_closed_loop(
         RecordingExpert(),
@@ -308,8 +312,30 @@ def test_video_of_a_run(tiny_track, tmp_path) -> None:
         video_path=tmp_path / "run.mp4",
         image_size=(48, 64),
     )
-    path = tmp_path / r.video.split("/")[-1]
-    assert path.is_file() and path.suffix in (".mp4", ".gif")
-    if path.suffix == ".gif":
-        with Image.open(path) as im:
-            assert im.size == (128, 48) and im.n_frames >= 10
+    path = Path(r.video)
+    assert path == tmp_path / "run.mp4" and path.is_file()
+    with iio.get_reader(str(path)) as reader:
+        frames = [np.asarray(f) for f in reader]
+    # One frame after the reset and one per control period: camera and map, twice the
+    # camera's size each, side by side.
+    assert len(frames) == r.steps + 1 and frames[0].shape == (96, 256, 3)
+    # The servo's steering bar is drawn over the camera half.
+    r0, r1, c0, c1 = LabelOverlay((96, 128), bars=(STEERING,)).regions["steer_bar"]
+    bar = frames[-1][r0:r1, c0:c1].astype(int)
+    assert (np.abs(bar - np.array([70, 70, 70])).sum(-1) < 40).mean() > 0.3  # its grey track
+    assert os.listdir(tmp_path) == ["run.mp4"]
+
+
+def test_a_failed_run_leaves_no_video(tiny_track, tmp_path) -> None:
+    class Crashing(RecordingExpert):
+        def act(self, obs, info):
+            if info["t"] > 0.3:
+                raise RuntimeError("pilot broke")
+            return super().act(obs, info)
+
+    with pytest.raises(RuntimeError, match="pilot broke"):
+        run_closed_loop(
+            Crashing(), tiny_track, max_time_s=1.0, obs_mode="state",
+            video_path=tmp_path / "run.mp4", image_size=(48, 64),
+        )  # fmt: skip
+    assert os.listdir(tmp_path) == []

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.store import SCHEMA_VERSION, V2_COLUMNS, SchemaVersionError, Store
+from evaluation.store import (
+    ADDED_COLUMNS,
+    SCHEMA_VERSION,
+    V3_COLUMNS,
+    SchemaVersionError,
+    Store,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,31 +124,57 @@ def test_schema_version_mismatch_is_a_clear_error(tmp_path: Path) -> None:
         Store(other)
 
 
-def _make_v1(path: Path, row: dict) -> None:
-    """A version-1 leaderboard as the previous code wrote it: no version-2 columns."""
+def _make_old(path: Path, row: dict, version: int = 1) -> None:
+    """A leaderboard of schema ``version`` as earlier code wrote it: no later columns."""
     with Store(path) as store:
         store.add(closed_loop=[row])
     con = sqlite3.connect(path)
-    for table, columns in V2_COLUMNS.items():
-        for name, _ in columns:
-            con.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
-    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    for added, tables in ADDED_COLUMNS.items():
+        if added <= version:
+            continue
+        for table, columns in tables.items():
+            for name, _ in columns:
+                con.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
     con.commit()
     con.close()
 
 
 def test_version_1_file_is_read_as_is_and_upgraded_by_a_writer(tmp_path: Path) -> None:
     path = tmp_path / "lb.sqlite"
-    _make_v1(path, closed_row())
+    _make_old(path, closed_row(), version=1)
     with Store(path, readonly=True) as store:  # a report reads it unchanged
         assert store.schema_version == 1
         (old,) = store.closed_loop_rows()
         assert "car" not in old and old["pilot"] == "compact"
     with Store(path) as store:  # a writer upgrades it in place, keeping the old rows
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         store.add(closed_loop=[closed_row(1, car="rpi4-tflite", latency_mode="estimated")])
         rows = store.closed_loop_rows()
     assert [r["car"] for r in rows] == [None, "rpi4-tflite"]
+
+
+def test_version_2_file_is_upgraded_with_the_size_and_robustness_columns(tmp_path: Path) -> None:
+    path = tmp_path / "lb.sqlite"
+    _make_old(path, closed_row(), version=2)
+    with Store(path, readonly=True) as store:
+        assert store.schema_version == 2
+        (old,) = store.closed_loop_rows()
+        assert "domain_randomization" not in old and "car" in old
+    with Store(path) as store:
+        assert store.schema_version == 3
+        new = closed_row(1, domain_randomization=True, num_parameters=1234, model_bytes=5678)
+        store.add(closed_loop=[new], offline=[{"pilot": "compact", "num_parameters": 1234}])
+        rows = store.closed_loop_rows()
+        (offline,) = store.offline_rows()
+    assert [r["domain_randomization"] for r in rows] == [None, 1]
+    assert [r["num_parameters"] for r in rows] == [None, 1234]
+    assert rows[1]["model_bytes"] == 5678 and offline["num_parameters"] == 1234
+    for table, columns in V3_COLUMNS.items():
+        con = sqlite3.connect(path)
+        have = {r[1] for r in con.execute(f"PRAGMA table_info({table})")}
+        con.close()
+        assert {c for c, _ in columns} <= have
 
 
 _WRITER = textwrap.dedent(

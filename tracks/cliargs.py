@@ -163,6 +163,7 @@ def add_config_args(
     help: Mapping[str, str] | None = None,  # noqa: A002 - mirrors argparse
     flags: Mapping[str, str | Sequence[str]] | None = None,
     defaults: Any = None,
+    needed: Iterable[str] = (),
 ) -> list[str]:
     """Add one flag per field of dataclass ``cls``; returns the field names added.
 
@@ -170,8 +171,12 @@ def add_config_args(
     field other flag names than :func:`flag_name` (``{"cruise_speed": "--speed"}``, or a
     list of aliases); ``defaults`` (an instance) is the config whose values ``--help``
     shows (the class defaults if None). A field without a default becomes a required
-    flag. The parsed value is stored under the field's name either way.
+    flag. ``needed`` names fields whose placeholder default (``""``) is no value at all: the
+    flag or a config file must give one, so ``--help`` says "required" instead of showing
+    the placeholder (the flag itself stays optional for argparse, as a config file may
+    give it). The parsed value is stored under the field's name either way.
     """
+    must = set(needed)
     hints = typing.get_type_hints(cls)
     chosen = set(only) if only is not None else None
     skip = set(exclude)
@@ -187,6 +192,8 @@ def add_config_args(
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         if default is dataclasses.MISSING:
             kw["required"] = True
+        elif f.name in must:
+            text = text if "required" in text else f"{text} (required)".strip()
         else:
             text = (
                 f"{text} (default: {_show(default, f.name)})"

@@ -116,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tracks.plot", description="Plot a track to PNG.")
     ap.add_argument("track", help="built-in name, gen:<seed>, or a .csv / .json file")
     ap.add_argument("--out", required=True, help="PNG file to write")
-    ap.add_argument("--scale", type=float, default=1.0, help="scale for CSV files")
+    ap.add_argument(
+        "--scale", type=float, default=1.0, help="scale for CSV files (default: %(default)s)"
+    )
     ap.add_argument("--reverse", action="store_true", help="plot the reversed track")
-    ap.add_argument("--title", default=None)
+    ap.add_argument("--title", default=None, help="plot title (default: the track's name)")
     ap.add_argument(
         "--allow-undrivable",
         action="store_true",

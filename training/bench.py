@@ -157,18 +157,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m training.bench", description=__doc__.split("\n")[0]
     )
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     ap.add_argument("--size", default="120x160", help="camera frame size HxW (default 120x160)")
     ap.add_argument(
-        "--models", default=",".join(ARCHITECTURES), help="comma-separated architectures"
+        "--models",
+        default=",".join(ARCHITECTURES),
+        help="comma-separated architectures (default: %(default)s)",
     )
     ap.add_argument(
         "--batch-size", type=int, default=None, help="training batch (default per model)"
     )
-    ap.add_argument("--repeats", type=int, default=5, help="timed windows per model (median)")
-    ap.add_argument("--min-seconds", type=float, default=1.0, help="length of a timed window")
-    ap.add_argument("--latency-runs", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed windows per model, the median reported (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--min-seconds",
+        type=float,
+        default=1.0,
+        help="length of a timed window, s (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--latency-runs",
+        type=int,
+        default=50,
+        help="timed batch-1 calls per model, a third for resnet_cls (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: none: torch's own choice)",
+    )
     ap.add_argument("--no-edge", action="store_true", help="skip the classical EdgePilot")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tracks.progress import progress_bar
 from training.metrics import histogram_distance, total_variation
 
 __all__ = [
@@ -296,14 +297,12 @@ def load_frames(
     sha256 is checked against the manifest: a damaged file is a ``sim.dataset.DatasetError``
     naming it.
     """
-    from tqdm import tqdm
-
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     fields = ["image", "steering", "throttle"]
     if stride == 1 and episodes:
-        with tqdm(
-            total=len(episodes), desc=desc, unit="ep", disable=not progress, leave=False
+        with progress_bar(
+            total=len(episodes), desc=desc, unit="ep", enabled=progress, leave=False
         ) as bar:
             a = ds.load_arrays(
                 fields=fields, episodes=episodes, verify=verify, on_episode=lambda _: bar.update()
@@ -320,11 +319,11 @@ def load_frames(
     images = steering = throttle = None
     episode = np.empty(total, dtype=np.int32)
     pos = 0
-    for i, n in tqdm(
+    for i, n in progress_bar(
         list(zip(episodes, counts, strict=True)),
         desc=desc,
         unit="ep",
-        disable=not progress,
+        enabled=progress,
         leave=False,
     ):
         a = ds.load_arrays(fields=fields, episodes=[i], verify=verify)

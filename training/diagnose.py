@@ -177,9 +177,17 @@ def main(argv: list[str] | None = None) -> int:
         description="Bias/variance diagnosis of a training run (the basic recipe).",
     )
     ap.add_argument("run_dir", type=Path, help="run directory written by python -m training.train")
-    ap.add_argument("--base-error", type=float, default=None, help="irreducible steering MAE")
     ap.add_argument(
-        "--tolerance", type=float, default=DEFAULT_TOLERANCE, help="gap counted as small"
+        "--base-error",
+        type=float,
+        default=None,
+        help="irreducible steering MAE (default: none: the one the run recorded)",
+    )
+    ap.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="gap counted as small (default: %(default)s)",
     )
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)

@@ -227,9 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("checkpoint", help="run directory, checkpoint .json or .safetensors")
     ap.add_argument("--data", required=True, help="dataset directory")
-    ap.add_argument("--split", default="test", choices=[*SPLITS, "all"])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--split",
+        default="test",
+        choices=[*SPLITS, "all"],
+        help="the run's split to score (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)"
+    )
+    ap.add_argument("--json", action="store_true", help="print JSON")
     ap.add_argument(
         "--no-verify",
         action="store_true",

@@ -91,10 +91,10 @@ from pathlib import Path
 
 from sim.io_utils import atomic_write_json
 from tracks.cli import run_main
-from tracks.cliargs import add_config_args, config_from_args
+from tracks.cliargs import add_config_args, config_from_args, field_help
 from tracks.outputs import check_output_dir, check_output_file, os_error_line
 from training.cli import add_alias, fail, setup_logging
-from training.rl_config import RLConfig
+from training.rl_config import ALGOS, RLConfig
 from training.rl_env import EpisodeSampler, build_vec_env, env_kwargs, make_env, reward_weights
 from training.rl_eval import EvalSettings, _format_results, _summary, evaluate_pilot, run_eval
 from training.rl_model import build_model, export_policy, policy_alias, policy_record
@@ -137,6 +137,46 @@ __all__ = [
 _RESUMABLE = ("timesteps", "n_envs", "device", "eval_freq", "torch_threads", "stop_when_solved")
 
 
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def tuned_help() -> dict[str, str]:
+    """Help texts of the hyperparameters that ``none`` leaves to the tuned defaults, with
+    those defaults spelled out per algorithm (and observation, where they differ), taken
+    from :attr:`RLConfig.hyperparams` at the default ``--n-envs``: what "none" means."""
+    base = RLConfig()
+    tuned = {
+        (algo, obs): RLConfig(algo=algo, obs=obs).hyperparams
+        for algo in ALGOS
+        for obs in ("state", "image")
+    }
+    out: dict[str, str] = {}
+    for f in fields(RLConfig):
+        text = field_help(RLConfig, f)
+        if "none: tuned" not in text:
+            continue
+        parts = []
+        for algo in ALGOS:
+            state, image = tuned[algo, "state"].get(f.name), tuned[algo, "image"].get(f.name)
+            if state is None and image is None:
+                continue
+            if state == image:
+                parts.append(f"{algo.upper()} {_shown(state)}")
+            else:
+                parts.append(f"{algo.upper()} {_shown(state)} (state) / {_shown(image)} (image)")
+        if f.name == "n_steps":
+            parts[-1] += f" with --n-envs {base.n_envs}"
+        out[f.name] = text.replace("none: tuned", "none: tuned: " + "; ".join(parts))
+    return out
+
+
 def _train_parser() -> argparse.ArgumentParser:
     """One flag per :class:`RLConfig` field (``--lr`` for ``--learning-rate``), plus
     ``--config``, ``--resume`` and ``--full-control`` (no cruise speed)."""
@@ -148,8 +188,13 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     names = [f.name for f in fields(RLConfig)]
     speed_at = names.index("fixed_speed")
-    add_config_args(ap, RLConfig, only=["out"], help={"out": "run directory (required)"})
-    ap.add_argument("--config", dest="config_file", help="start from this config.json")
+    add_config_args(ap, RLConfig, only=["out"], needed=["out"])
+    ap.add_argument(
+        "--config",
+        dest="config_file",
+        help="start from this config.json; flags override it (default: none: the defaults "
+        "shown here)",
+    )
     ap.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_config_args(ap, RLConfig, only=names[1:speed_at])
     speed = ap.add_mutually_exclusive_group()
@@ -157,7 +202,7 @@ def _train_parser() -> argparse.ArgumentParser:
     speed.add_argument(
         "--full-control", action="store_true", help="steering and throttle (no cruise speed)"
     )
-    add_config_args(ap, RLConfig, only=names[speed_at + 1 :])
+    add_config_args(ap, RLConfig, only=names[speed_at + 1 :], help=tuned_help())
     add_alias(ap, "--lr", "--learning-rate")
     return ap
 
@@ -214,7 +259,12 @@ def _eval_parser() -> argparse.ArgumentParser:
         description="Drive a saved (safe-loaded) SB3 pilot closed-loop and report laps.",
     )
     ap.add_argument("checkpoint", help="run directory, policy .json or .safetensors")
-    ap.add_argument("--which", default="best", choices=("best", "last"), help="in a run dir")
+    ap.add_argument(
+        "--which",
+        default="best",
+        choices=("best", "last"),
+        help="which checkpoint of a run directory (default: %(default)s)",
+    )
     add_config_args(ap, EvalSettings)
     ap.add_argument("--json", default=None, help="write results here (default: next to it)")
     return ap

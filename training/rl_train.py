@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from agents.sb3_pilot import SB3Pilot
 from sim.io_utils import atomic_write_json
+from tracks.progress import progress_bar
 from training.rl_config import RLConfig
 from training.rl_env import build_vec_env, check_tracks, close_vec_env, reward_weights
 from training.rl_eval import _summary, evaluate_pilot
@@ -44,7 +44,7 @@ def _callback(cfg: RLConfig, norm, progress: dict[str, Any], start: float):
         def _on_training_start(self) -> None:
             n = self.model.num_timesteps
             self.next_eval = (n // cfg.eval_freq + 1) * cfg.eval_freq if cfg.eval_freq else 0
-            self.bar = tqdm(total=cfg.timesteps, initial=n, unit="step", disable=None)
+            self.bar = progress_bar(total=cfg.timesteps, initial=n, unit="step", desc="training")
 
         def _on_rollout_start(self) -> None:
             # Between rollouts the weights are those of the latest update (evaluating in

@@ -22,9 +22,14 @@ in SQLite under ``SEARCH_DIR`` by default; pass a database URL (e.g. PostgreSQL,
 study: each process runs trials until the study holds ``--trials`` (processes that start a
 trial at the same moment may each add one: at most ``--trials`` + processes - 1). Trial
 numbers come from the database and each trial samples from its own stream, seeded by
-``--seed`` and its number, so processes never run the same trial. Outputs: ``search.png`` (dev metric against every parameter, by stage),
-``trials.csv``, and ``best_config.json`` (``python -m training.train --config
-SEARCH_DIR/best_config.json --data DATA --out RUN`` retrains the winner).
+``--seed`` and its number, so processes never run the same trial. Outputs: ``search.png``
+(dev metric against every parameter, by stage), ``trials.csv``, and ``best_config.json``
+(``python -m training.train --config SEARCH_DIR/best_config.json --data DATA --out RUN``
+retrains the winner). That file holds the searched hyperparameters and the settings the
+search was given that define what is trained (the model, its input size, the recipe:
+:func:`best_config`), never what only shaped the trials (their epochs, ``--max-frames``,
+seed, device, no TensorBoard: :data:`TRIAL_SETTINGS`), so the retraining runs with its own
+settings: every frame, the full epoch budget, TensorBoard.
 
 Hyperparameters go stale when the data, the network or the hardware change: search again.
 """
@@ -57,8 +62,10 @@ from training.train_cli import typed_fields
 
 __all__ = [
     "COARSE_SPACE",
+    "TRIAL_SETTINGS",
     "Param",
     "base_config",
+    "best_config",
     "build_parser",
     "fine_space",
     "main",
@@ -203,27 +210,62 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", required=True, help="dataset directory")
     ap.add_argument("--out", required=True, help="search directory")
     ap.add_argument(
-        "--trials", type=int, default=20, help="trials in the study (total over all processes)"
+        "--trials",
+        type=int,
+        default=20,
+        help="trials in the study, total over all processes (default: %(default)s)",
     )
     ap.add_argument(
         "--storage", default=None, help="Optuna storage URL (default sqlite:///OUT/search.db)"
     )
-    ap.add_argument("--study", default="trackpilot-search", help="study name")
-    ap.add_argument("--epochs", type=int, default=10, help="max epochs per trial")
     ap.add_argument(
-        "--coarse-fraction", type=float, default=0.6, help="share of trials in the coarse stage"
+        "--study", default="trackpilot-search", help="study name (default: %(default)s)"
     )
     ap.add_argument(
-        "--seed", type=int, default=0, help="sampler seed (and training seed of every trial)"
+        "--epochs", type=int, default=10, help="max epochs per trial (default: %(default)s)"
     )
     ap.add_argument(
-        "--config", default=None, help="base TrainConfig JSON for everything not searched"
+        "--coarse-fraction",
+        type=float,
+        default=0.6,
+        help="share of trials in the coarse stage (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="sampler seed, and training seed of every trial (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--config",
+        default=None,
+        help="base TrainConfig JSON for everything not searched (default: none: the defaults "
+        "below)",
     )
     group = ap.add_argument_group(
         "training settings of every trial (default: the --config file's, else these)"
     )
     add_config_args(group, TrainConfig, exclude=_NOT_FLAGS)
     return ap
+
+
+#: TrainConfig fields that set a trial's budget, or where and how it runs, not what is
+#: trained: best_config.json leaves them out.
+TRIAL_SETTINGS = ("data", "out", "epochs", "max_frames", "seed", "tensorboard", "progress",
+                  "device", "amp", "deterministic", "threads", "eval_batch_size",
+                  "train_eval_frames", "flip_eval_frames", "verify", "version")  # fmt: skip
+
+
+def best_config(base: TrainConfig, params: dict[str, Any]) -> dict[str, Any]:
+    """What ``best_config.json`` holds: the best trial's searched hyperparameters, plus the
+    base config's settings (``--config`` file, typed flags) that differ from the defaults
+    and define what is trained (model, input size, loss, augmentation, ...), without the
+    :data:`TRIAL_SETTINGS`."""
+    defaults = TrainConfig().to_dict()
+    doc = {k: v for k, v in base.to_dict().items() if k not in TRIAL_SETTINGS and v != defaults[k]}
+    doc.update(_to_config_fields(params))
+    TrainConfig.from_dict(doc)  # what training.train --config reads back
+    return doc
 
 
 def base_config(args: argparse.Namespace) -> TrainConfig:
@@ -336,9 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no trial completed", file=sys.stderr)
         return 1
     best = study.best_trial
-    best_cfg = replace(base, out="", **_to_config_fields(best.params))
-    doc = best_cfg.to_dict()
-    atomic_write_json(out / "best_config.json", doc)
+    atomic_write_json(out / "best_config.json", best_config(base, best.params))
     _write_trials_csv(out / "trials.csv", trials)
     plot_trials(out / "search.png", trials, metric, best.number)
     print(

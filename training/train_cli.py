@@ -31,11 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m training.train",
         description="Behaviour cloning: turn a recorded dataset into a driving pilot.",
     )
-    add_config_args(ap, TrainConfig, only=("data", "out"))
+    add_config_args(ap, TrainConfig, only=("data", "out"), needed=("data", "out"))
     ap.add_argument(
         "--config",
         default=None,
-        help="config JSON (e.g. RUN_DIR/config.json or a search's best_config.json); flags override it",
+        help="config JSON (e.g. RUN_DIR/config.json or a search's best_config.json); flags "
+        "override it (default: none: the defaults shown here)",
     )
     ap.add_argument(
         "--resume",

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from agents.base import resolve_device as _resolve_device_name
 from agents.models import IMAGENET_MEAN, IMAGENET_STD, SteeringNet, build_model, preprocess
+from tracks.progress import progress_bar
 from training.augment import augment_batch
 from training.config import TrainConfig
 from training.data import FrameSet, index_batches
@@ -158,12 +158,12 @@ def train_one_epoch(
     total = torch.zeros((), device=device)
     seen = 0
     check_every = 1 if device.type == "cpu" else 20  # a .item() per step would stall a GPU
-    bar = tqdm(
+    bar = progress_bar(
         batches,
         desc=f"epoch {epoch}/{cfg.epochs}",
         unit="batch",
         leave=False,
-        disable=not cfg.progress,
+        enabled=cfg.progress,
     )
     for step, idx in enumerate(bar):
         x8, steering, throttle = frames.batch(idx, device)

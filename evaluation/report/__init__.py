@@ -18,9 +18,22 @@ Ranking (the satisficing recipe: one optimizing number, constraints that must ho
   the pilot's offline latency.
 - **Stale** rows: measured on other hardware (their latencies do not apply here), profiled
   on another device than the target's latest profile or for another model, estimated with
-  car constants that have changed since, from a checkpoint trained on another dataset than
-  the current one, or written by another (older) code version. Stale entries are flagged,
-  not dropped (:mod:`evaluation.report.context` has the rules).
+  car constants that have changed since, from a checkpoint trained on an earlier dataset of
+  the board than the current one (pilots trained on data the board never used are not
+  compared), or written by another (older) code version. Stale entries are flagged, not
+  dropped (:mod:`evaluation.report.context` has the rules).
+
+- **Robustness**: runs with domain randomisation (``domain_randomization``: seeded
+  colours, light and camera pose on the same held-out tracks) are kept out of the score
+  and the ranking; their own score is the entry's robustness, shown beside the clean one
+  with the change (a pilot that drives only on the training palette drops there).
+- **Seeds**: with several seeds per track and direction, the score shows the sample
+  standard deviation of the per-seed scores (``65.0 ± 14.1``), and a table gives mean ±
+  spread per track and direction.
+
+How numbers are written (F1 as ``0.850``, laps with their interventions as ``4/4 (14
+interv.)``, parameters and weights on disk as ``45.2k / 181 kB``) is
+:mod:`evaluation.report.formats`, the same in every rendering.
 
 An *entry* is one pilot (name + checkpoint sha256) on one *target* (this machine, a car
 computer or a profiled device: the row's ``car``) at one latency setting; its runs are the
@@ -38,9 +51,12 @@ One module per job, every name re-exported here:
 - ``context``: :class:`Context` (this machine, code version, dataset) and the stale marks;
 - ``ranking``: run scores, :class:`Entry`, :func:`rank_entries`, :func:`sweep_summary`;
 - ``recipe``: the recipe's table rows, the F1-vs-latency points, :func:`pareto_front`;
+- ``formats``: how F1, parameter counts, bytes, laps and spreads are written (one way,
+  every rendering);
 - ``tables``: :class:`Report` (computed once from the store) and its :class:`Table` s;
 - ``text``: terminal, Markdown and CSV; ``figures``: the PNG plots; ``html_page``: the page;
-- ``write``: :func:`write_reports`; ``cli``: ``python -m evaluation.report``.
+- ``write``: :func:`write_reports` (and the run videos copied beside the page);
+  ``cli``: ``python -m evaluation.report``.
 """
 
 from __future__ import annotations
@@ -62,6 +78,15 @@ from evaluation.report.figures import (
     sweep_figure,
     trajectory_figures,
 )
+from evaluation.report.formats import (
+    format_bytes,
+    format_count,
+    format_f1,
+    laps_cell,
+    mean_sd,
+    mean_sd_cell,
+    model_cell,
+)
 from evaluation.report.html_page import render_html
 from evaluation.report.ranking import (
     Entry,
@@ -79,14 +104,29 @@ from evaluation.report.recipe import (
     pareto_front,
     recipe_rows,
 )
-from evaluation.report.tables import Report, Table, build_report
+from evaluation.report.tables import (
+    Report,
+    Table,
+    build_report,
+    frame_counts,
+    robustness_cell,
+    run_video,
+    score_cell,
+)
 from evaluation.report.text import render_markdown, render_terminal, write_csv
-from evaluation.report.write import FORMATS, report_json, write_reports
+from evaluation.report.write import (
+    FORMATS,
+    VIDEO_DIRNAME,
+    copy_videos,
+    report_json,
+    write_reports,
+)
 
 __all__ = [
     "CONTROL_PERIOD_MS",
     "FORMATS",
     "THIS_MACHINE",
+    "VIDEO_DIRNAME",
     "Context",
     "Entry",
     "F1Point",
@@ -98,13 +138,22 @@ __all__ = [
     "car_model_hash",
     "code_version",
     "completion",
+    "copy_videos",
     "current_context",
     "f1_latency_figure",
     "f1_latency_points",
+    "format_bytes",
+    "format_count",
+    "format_f1",
+    "frame_counts",
     "latest_offline",
+    "laps_cell",
     "latest_profile_hardware",
     "learning_curve_figure",
     "main",
+    "mean_sd",
+    "mean_sd_cell",
+    "model_cell",
     "pareto_front",
     "rank_entries",
     "recipe_rows",
@@ -112,7 +161,10 @@ __all__ = [
     "render_markdown",
     "render_terminal",
     "report_json",
+    "robustness_cell",
     "run_score",
+    "run_video",
+    "score_cell",
     "stale_reasons",
     "sweep_figure",
     "sweep_summary",

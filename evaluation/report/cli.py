@@ -34,30 +34,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--db", default=str(DEFAULT_DB), help=f"leaderboard SQLite file (default {DEFAULT_DB})"
     )
     ap.add_argument(
-        "--out", default=str(DEFAULT_OUT / "report"), help="directory for the report files"
+        "--out",
+        default=str(DEFAULT_OUT / "report"),
+        help="directory for the report files (default: %(default)s)",
     )
     ap.add_argument(
         "--format",
         default=",".join(FORMATS),
         type=_formats,
-        help="comma list of terminal,md,csv,html",
+        help=f"comma list of terminal,md,csv,html (default: {','.join(FORMATS)})",
     )
     ap.add_argument(
         "--dataset",
         default=None,
-        help="current dataset directory or fingerprint (stale check); default: the latest evaluation's",
+        help="the current dataset, a directory or fingerprint: rows trained on an earlier "
+        "dataset of the board are flagged stale (default: none: the one the latest main-job "
+        "evaluation named)",
     )
     ap.add_argument(
         "--control-period-ms",
         type=float,
         default=CONTROL_PERIOD_MS,
-        help="latency constraint (default 50)",
+        help="latency constraint, ms (default: %(default)s)",
     )
     ap.add_argument(
         "--seed",
         type=int,
         default=0,
-        help="unused (reports are deterministic); accepted for uniformity",
+        help="unused (reports are deterministic); accepted for uniformity (default: %(default)s)",
     )
     args = ap.parse_args(argv)
     try:

@@ -21,7 +21,12 @@ A row is *stale* (:func:`stale_reasons`) for any of:
 - ``car model``: an ``estimated`` row whose car is no longer in
   :data:`evaluation.cars.CARS`, or whose ``car_model`` (set) is not the hash of that car's
   current constants (:func:`car_model_hash`): the estimate was made with other figures.
-- ``dataset``: the checkpoint was trained on another dataset than the current one.
+- ``dataset``: the checkpoint was trained on an earlier dataset of the board, not the
+  current one. The board's datasets (:attr:`Context.board_datasets`) are those the main
+  job's evaluations named as current in the store; the current one is the newest of them
+  (or the report's ``--dataset``). A pilot trained on data the board never used (a user's
+  own recording, evaluated with ``python -m evaluation.evaluate``) is not compared: its
+  dataset is not an older version of the board's, only another one.
 - ``code``: written by another code version (:func:`evaluation.results.code_version`, the
   one rows are written with).
 """
@@ -37,7 +42,7 @@ from typing import Any
 
 from evaluation.cars import CARS
 from evaluation.charge import car_model_hash
-from evaluation.latency import hardware_fingerprint
+from evaluation.latency import describe_device, hardware_fingerprint
 from evaluation.results import code_version
 from evaluation.store import Store
 
@@ -45,6 +50,7 @@ __all__ = [
     "CONTROL_PERIOD_MS",
     "THIS_MACHINE",
     "Context",
+    "board_datasets",
     "car_model_hash",
     "current_context",
     "latest_profile_hardware",
@@ -107,6 +113,9 @@ class Context:
 
     code_version: str | None = None  # None: never flag rows as stale for their code version
     dataset_fingerprint: str | None = None  # None: never flag for the dataset
+    # the board's datasets: rows trained on one of them (not the current) are stale;
+    # rows trained on other data are not compared. None: compare every row
+    board_datasets: frozenset[str] | None = None
     check_hardware: bool = True  # compare each row's hardware with this machine's
     control_period_ms: float = CONTROL_PERIOD_MS  # the latency constraint
     # per target (car), the most recent profile's device fingerprint among the rows being
@@ -123,6 +132,23 @@ class Context:
         name = str(device or "cpu").split(" ", 1)[0] or "cpu"
         return _hardware(name) if self.check_hardware else None
 
+    def describe(self) -> str:
+        """One line: what the rows are judged against (hardware, code, dataset)."""
+        hw = self.hardware_for("cpu") if self.check_hardware else None
+        parts = [
+            f"this machine ({describe_device('cpu')}, hardware {hw})" if hw else "this machine"
+        ]
+        if self.code_version:
+            parts.append(f"code {self.code_version}")
+        if self.dataset_fingerprint:
+            text = f"dataset {self.dataset_fingerprint[:12]}"
+            if self.board_datasets is not None:
+                text += " (the main job's; pilots trained on other data are not compared)"
+            parts.append(text)
+        else:
+            parts.append("no current dataset (no main-job evaluation in this store)")
+        return "Judged against: " + ", ".join(parts) + "."
+
     def for_rows(self, rows: Iterable[Mapping[str, Any]]) -> Context:
         """This context with :attr:`profile_hardware` taken from ``rows`` (kept when set)."""
         if self.profile_hardware is not None:
@@ -136,14 +162,26 @@ def current_context(
     control_period_ms: float = CONTROL_PERIOD_MS,
 ) -> Context:
     """This machine and code; the dataset is ``dataset_fingerprint``, else the one the most
-    recent evaluation in ``store`` recorded as current."""
-    if dataset_fingerprint is None and store is not None:
-        dataset_fingerprint = store.latest_context("dataset_fingerprint")
+    recent evaluation in ``store`` recorded as current; the board's datasets are every one
+    an evaluation in ``store`` recorded as current (and the current one)."""
+    board = None
+    if store is not None:
+        if dataset_fingerprint is None:
+            dataset_fingerprint = store.latest_context("dataset_fingerprint")
+        board = board_datasets(store) | {dataset_fingerprint} - {None}
     return Context(
         code_version=code_version(),
         dataset_fingerprint=dataset_fingerprint,
         control_period_ms=control_period_ms,
+        board_datasets=board,
     )
+
+
+def board_datasets(store: Store) -> frozenset[str]:
+    """Every dataset fingerprint an evaluation in ``store`` named as its current dataset
+    (the main job's: ``evaluation.evaluate`` names none)."""
+    found = (ev["context"].get("dataset_fingerprint") for ev in store.evaluations())
+    return frozenset(str(fp) for fp in found if fp)
 
 
 def _profile_model_ok(row: Mapping[str, Any]) -> bool:
@@ -177,7 +215,8 @@ def stale_reasons(row: Mapping[str, Any], ctx: Context) -> list[str]:
             out.append("car model")
     fp = row.get("dataset_fingerprint")
     if ctx.dataset_fingerprint and fp and fp != ctx.dataset_fingerprint:
-        out.append("dataset")
+        if ctx.board_datasets is None or fp in ctx.board_datasets:
+            out.append("dataset")
     if ctx.code_version and row.get("code_version") and row["code_version"] != ctx.code_version:
         out.append("code")
     return out

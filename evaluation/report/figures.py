@@ -1,5 +1,6 @@
-"""The HTML report's figures, each a base64 PNG: trajectories over the track maps,
-learning curves, the latency sweep, macro F1 against latency per target."""
+"""The HTML report's figures, each a base64 PNG: trajectories over the track maps (small
+multiples: one map per pilot), learning curves, the latency sweep, macro F1 against
+latency per target."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.report.formats import laps_cell
 from evaluation.report.ranking import Entry, _num
 from evaluation.report.recipe import pareto_front
 from evaluation.report.tables import Report
@@ -32,12 +34,13 @@ def _figure(w: float, h: float) -> Any:
     return Figure(figsize=(w, h), dpi=80)
 
 
-def _png_b64(fig: Any) -> str:
+def _png_b64(fig: Any, tight: bool = True) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazily, as in _figure
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
+    # a tight bounding box draws the figure twice: not for the many small maps
+    fig.savefig(buf, format="png", bbox_inches="tight" if tight else None)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -56,8 +59,14 @@ def _break_jumps(trajectory: Sequence[Sequence[float]], max_step_m: float = 1.0)
     return np.insert(xy, jumps, np.nan, axis=0)
 
 
+#: Small maps per row in a trajectory figure.
+TRAJECTORY_COLUMNS = 4
+
+
 def trajectory_figures(report: Report) -> list[tuple[str, str]]:
-    """``(caption, base64 PNG)`` per track and direction: every entry's path on the map."""
+    """``(caption, base64 PNG)`` per track and direction: small multiples, one small map
+    per entry (in board order) with its own path and interventions, so that paths that
+    overlay each other on one map can be told apart."""
     groups: dict[tuple[str, str], list[tuple[Entry, dict[str, Any]]]] = {}
     for e in report.entries:
         seen: set[tuple[str, str]] = set()
@@ -73,31 +82,52 @@ def trajectory_figures(report: Report) -> list[tuple[str, str]]:
         except (ValueError, OSError) as exc:
             logger.warning("no map for track %s: %s", name, exc)
             continue
-        fig = _figure(6.0, 5.2)
-        ax = fig.add_subplot(1, 1, 1)
-        trajs = [_break_jumps(r["trajectory"]) for _, r in items]
-        plot_track(
-            track, ax=ax, trajectories=trajs, title=f"{name} ({direction}; x: interventions)"
-        )
-        lines = ax.get_lines()[-len(trajs) :]
-        for line, (e, r) in zip(lines, items, strict=True):
-            line.set_label(
-                f"{e.label}: {r.get('laps_completed') or 0}/{r.get('laps_target')} laps, "
-                f"{r.get('interventions') or 0} interventions"
-            )
+        ncols = min(TRAJECTORY_COLUMNS, len(items))
+        nrows = math.ceil(len(items) / ncols)
+        # Each map as tall as the track is (a long, flat track leaves no empty bands), plus
+        # its two-line title; a strip on top for the figure's title.
+        edges = np.concatenate(track.edges())
+        extent = edges.max(axis=0) - edges.min(axis=0)
+        panel_h = min(2.9, max(1.0, 2.9 * float(extent[1] / max(extent[0], 1e-6)))) + 0.45
+        height = panel_h * nrows + 0.6
+        fig = _figure(2.9 * ncols, height)
+        for i, (e, r) in enumerate(items):
+            ax = fig.add_subplot(nrows, ncols, i + 1)
+            plot_track(track, ax=ax, trajectories=[_break_jumps(r["trajectory"])], title="")
+            line = ax.get_lines()[-1]
+            line.set_color("tab:orange" if r.get("interventions") else "tab:green")
+            line.set_linewidth(1.6)
             marks = (r.get("extra") or {}).get("interventions_at") or []
             if marks:
                 ax.plot(
-                    [m[0] for m in marks], [m[1] for m in marks], "x", ms=7, mew=2,
-                    color=line.get_color(), zorder=6,
+                    [m[0] for m in marks], [m[1] for m in marks], "x", ms=6, mew=1.8,
+                    color="tab:red", zorder=6,
                 )  # fmt: skip
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+            target = "" if e.car is None else f" @{e.car}"
+            laps = laps_cell(r.get("laps_completed"), r.get("laps_target"), r.get("interventions"))
+            ax.set_title(f"#{e.rank} {e.pilot_label}{target}\nlaps {laps}", fontsize=8)
+            ax.set_axis_off()  # small maps need no axes (and ticks cost most of the drawing)
+        fig.suptitle(
+            f"{name} ({direction}): one map per pilot; green: no intervention, orange: "
+            "rescued (x: where)",
+            fontsize=9,
+            y=1 - 0.05 / height,
+            va="top",
+        )
+        fig.subplots_adjust(
+            left=0.02,
+            right=0.98,
+            bottom=0.02,
+            top=1 - 0.75 / height,
+            wspace=0.05,
+            hspace=0.45 / (panel_h - 0.45),
+        )
         hashes = {r.get("track_hash") for _, r in items} - {None}
         mismatch = hashes and not hashes & {track.geometry_hash, track.reversed().geometry_hash}
-        caption = f"{name}, {direction}" + (
+        caption = f"{name}, {direction}: {len(items)} pilots, one map each" + (
             " (geometry differs from today's track: map is approximate)" if mismatch else ""
         )
-        out.append((caption, _png_b64(fig)))
+        out.append((caption, _png_b64(fig, tight=False)))
     return out
 
 

@@ -1,10 +1,12 @@
-"""The HTML rendering: one self-contained page (inline CSS, figures as base64 PNG)."""
+"""The HTML rendering: one page (inline CSS, figures as base64 PNG); run videos are MP4
+files linked beside it (``videos/``, copied there by :func:`evaluation.report.write_reports`)."""
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from evaluation.report.figures import (
     f1_latency_figure,
@@ -12,6 +14,7 @@ from evaluation.report.figures import (
     sweep_figure,
     trajectory_figures,
 )
+from evaluation.report.formats import laps_cell
 from evaluation.report.tables import Report, Table, _short
 
 __all__ = ["render_html"]
@@ -31,6 +34,8 @@ tr.group th{background:#e4ecf7;text-align:left;font-size:14px}
 pre{background:#f7f7f7;padding:.8em;white-space:pre-wrap}
 figure{display:inline-block;margin:.5em;vertical-align:top} figcaption{font-size:12px;color:#444}
 img{max-width:100%;height:auto}
+div.videos{display:flex;flex-wrap:wrap} figure.video video{width:480px;max-width:100%}
+figure.video.missing{color:#b00020}
 """
 
 
@@ -74,8 +79,48 @@ def _img(b64: str, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
 
 
-def render_html(report: Report) -> str:
-    """One self-contained page: inline CSS, plots as base64 PNG, no external resources."""
+def _videos(report: Report, links: Mapping[str, str] | None) -> str:
+    """The run videos, one ``<video>`` per run (board order) linking the MP4 beside the
+    page; a file that is gone is named, not hidden."""
+    found = report.run_videos()
+    if not found:
+        return ""
+    if links is None:  # not written beside the page: link the files where they are
+        links = {v: Path(v).resolve().as_uri() for *_, v in found if Path(v).is_file()}
+    parts = [
+        "<h2>Run videos</h2>",
+        '<p class="note">Each closed-loop run that was evaluated with --video: the pilot\'s '
+        "camera (with the servo's steering) beside the top-down map. The MP4 files sit in "
+        "videos/ beside this page (linked, not embedded: a page with every run inlined "
+        "would weigh tens of megabytes and be read whole before it shows).</p>",
+        '<div class="videos">',
+    ]
+    for e, r, env, video in found:
+        laps = laps_cell(r.get("laps_completed"), r.get("laps_target"), r.get("interventions"))
+        caption = (
+            f"#{e.rank} {e.label} ({e.target}): {r.get('track')} {r.get('direction')}, seed "
+            f"{r.get('seed')}{', randomized' if env == 'randomized' else ''}; {laps} laps"
+        )
+        href = links.get(video)
+        if href is None:
+            parts.append(
+                f'<figure class="video missing"><figcaption>{html.escape(caption)}: video '
+                f"missing ({html.escape(video)})</figcaption></figure>"
+            )
+            continue
+        parts.append(
+            f'<figure class="video"><video controls muted playsinline preload="metadata" '
+            f'src="{html.escape(href)}"></video>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def render_html(report: Report, video_links: Mapping[str, str] | None = None) -> str:
+    """One page: inline CSS, plots as base64 PNG, nothing fetched from elsewhere; the run
+    videos are linked (``video_links``: each video's path -> its href beside the page, as
+    :func:`evaluation.report.write_reports` copies them; None: the files where they are)."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -96,6 +141,9 @@ def render_html(report: Report) -> str:
     ]
     groups = [e.target for e in report.entries]
     parts.append(_html_table(board, classes, groups if len(set(groups)) > 1 else None))
+    seeds = report.seeds_table()
+    if seeds is not None:
+        parts.append(_html_table(seeds))
     recipe = report.recipe_table()
     if recipe is not None:
         parts.append(_html_table(recipe))
@@ -128,6 +176,9 @@ def render_html(report: Report) -> str:
         sweep = sweep_figure(report)
         if sweep:
             parts.append(f"<figure>{_img(sweep, 'latency sweep')}</figure>")
+    videos = _videos(report, video_links)
+    if videos:
+        parts.append(videos)
     parts.append(_html_table(report.runs_table()))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

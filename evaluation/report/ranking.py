@@ -12,18 +12,26 @@ order.
 - **Targets**: the same pilot on this machine and estimated for a car computer are two
   entries. Entries are ordered by target (this machine first, then the others by name)
   and ranked within their target: each target has its own board, ``#`` 1 at its top.
+- **Seeds**: an entry's runs are one per (track, direction, seed, ...); with several
+  seeds its score has a spread (:attr:`Entry.score_sd`, the standard deviation of the
+  per-seed scores).
+- **Robustness**: runs with domain randomisation (``domain_randomization``: seeded
+  colours, light and camera pose) are not part of the score or the ranking; they are the
+  entry's :attr:`Entry.robust_runs`, scored the same way (:attr:`Entry.robust_score`). A
+  pilot with randomised runs only is an entry without (clean) runs, ranked last on its
+  target.
 - The latency sweep's summary: the fraction of clean runs at each charged latency.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from evaluation.report.context import THIS_MACHINE, Context, stale_reasons, target_label
+from evaluation.report.formats import _num
 
 __all__ = [
     "OWN_LATENCY",
@@ -35,14 +43,6 @@ __all__ = [
     "sweep_summary",
     "target_order",
 ]
-
-
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _mean(values: Iterable[Any]) -> float | None:
@@ -96,16 +96,47 @@ class Entry:
     latency_p95_ms: float | None
     violations: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)
-    partial: str | None = None  # "2/4 runs" when it lacks runs the others have
+    partial: str | None = None  # "2/4 track-directions" when it lacks what others were run on
     rank: int = 0  # within its target
     car: str | None = None  # the target: None = this machine
     latency_p99_ms: float | None = None
     latency_source: str = ""  # the newest run's, e.g. "estimated for X from 10.2 MFLOP (...)"
     mflop: float | None = None  # counted MFLOP per frame, when the runs say
+    robust_runs: list[dict[str, Any]] = field(default_factory=list)  # domain-randomised runs
+    num_parameters: int | None = None  # the pilot's parameters, when the runs say
+    model_bytes: int | None = None  # its weights file on disk, bytes
 
     @property
     def feasible(self) -> bool:
         return not self.violations
+
+    @property
+    def robust_score(self) -> float | None:
+        """The score over the domain-randomised runs (None: none were run)."""
+        return _score(self.robust_runs) if self.robust_runs else None
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of the (clean) runs."""
+        return sorted({int(r.get("seed") or 0) for r in self.runs})
+
+    def seed_scores(self, runs: list[dict[str, Any]] | None = None) -> dict[int, float]:
+        """Per seed, the score over that seed's runs (of ``runs``, default the clean ones)."""
+        by: dict[int, list[dict[str, Any]]] = {}
+        for r in self.runs if runs is None else runs:
+            by.setdefault(int(r.get("seed") or 0), []).append(r)
+        return {seed: _score(rs) for seed, rs in sorted(by.items())}
+
+    @property
+    def score_sd(self) -> float | None:
+        """The sample standard deviation of the per-seed scores (None below two seeds)."""
+        scores = list(self.seed_scores().values())
+        return statistics.stdev(scores) if len(scores) > 1 else None
+
+    @property
+    def robust_score_sd(self) -> float | None:
+        scores = list(self.seed_scores(self.robust_runs).values())
+        return statistics.stdev(scores) if len(scores) > 1 else None
 
     @property
     def target(self) -> str:
@@ -201,7 +232,18 @@ def _sort_key(e: Entry) -> tuple:
     inf = float("inf")
     cte = e.mean_abs_cte if e.mean_abs_cte is not None else inf
     lap = e.mean_lap_time if e.mean_lap_time is not None else inf
-    return (*target_order(e.car), not e.feasible, -round(e.score, 9), cte, lap, e.pilot)
+    return (*target_order(e.car), not e.feasible, not e.runs, -round(e.score, 9), cte, lap, e.pilot)
+
+
+def _condition(r: Mapping[str, Any]) -> tuple:
+    """What a run was driven on, apart from its seed."""
+    keys = ("track", "track_hash", "direction", "speed", "laps_target")
+    return tuple(r.get(k) for k in keys)
+
+
+def _score(runs: list[dict[str, Any]]) -> float:
+    """100 x the mean run score of ``runs`` (0 for none)."""
+    return 100.0 * sum(run_score(r) for r in runs) / len(runs) if runs else 0.0
 
 
 def latest_offline(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -222,6 +264,7 @@ def rank_entries(
     rows = sorted(closed_loop_rows, key=lambda r: r.get("id") or 0)
     ctx = ctx.for_rows(rows)
     groups: dict[tuple, dict[tuple, dict[str, Any]]] = {}
+    robust: dict[tuple, dict[tuple, dict[str, Any]]] = {}
     for r in rows:
         ekey = (r["pilot"], r.get("checkpoint_sha256"), r.get("car") or None, _latency_label(r))
         rkey = (
@@ -232,12 +275,17 @@ def rank_entries(
             r.get("laps_target"),
             r.get("seed"),
         )
-        groups.setdefault(ekey, {})[rkey] = dict(r)  # newer rows replace older ones
+        into = robust if r.get("domain_randomization") else groups
+        into.setdefault(ekey, {})[rkey] = dict(r)  # newer rows replace older ones
+    for ekey in robust:  # randomised runs only: an entry without clean runs
+        groups.setdefault(ekey, {})
     offline = latest_offline(offline_rows)
     entries = []
     for (pilot, sha, car, label), runs_by_key in groups.items():
         runs = list(runs_by_key.values())
-        own = [r for r in runs if (r.get("latency_mode") or "measured") in OWN_LATENCY]
+        robust_runs = list(robust.get((pilot, sha, car, label), {}).values())
+        judged = runs or robust_runs  # latency and constraints: the clean runs if any
+        own = [r for r in judged if (r.get("latency_mode") or "measured") in OWN_LATENCY]
         latency = _median(r.get("latency_ms") for r in own)
         p95 = _median(r.get("latency_p95_ms") for r in own)
         p99 = _median(r.get("latency_p99_ms") for r in own)
@@ -248,38 +296,50 @@ def rank_entries(
             latency = _median(o.get("latency_median_ms") for o in bench)
             p95 = _median(o.get("latency_p95_ms") for o in bench)
             p99 = None
-        period = _median(r.get("control_period_ms") for r in runs) or ctx.control_period_ms
+        period = _median(r.get("control_period_ms") for r in judged) or ctx.control_period_ms
         violations = []
         if latency is None:
             violations.append("latency not measured")
         elif latency > period:
             violations.append(f"latency {latency:.0f} ms > {period:g} ms")
-        flips = sum(int(r.get("flips") or 0) for r in runs)
+        flips = sum(int(r.get("flips") or 0) for r in judged)
         if flips:
             violations.append(f"flipped {flips}×")
-        stale = sorted({s for r in runs for s in stale_reasons(r, ctx)})
+        stale = sorted({s for r in runs + robust_runs for s in stale_reasons(r, ctx)})
+        params = _median(r.get("num_parameters") for r in judged)
+        size = _median(r.get("model_bytes") for r in judged)
         entries.append(
             Entry(
                 pilot=pilot,
-                pilot_kind=runs[-1].get("pilot_kind"),
+                pilot_kind=judged[-1].get("pilot_kind"),
                 checkpoint_sha256=sha,
                 latency_label=label,
                 runs=runs,
-                score=100.0 * sum(run_score(r) for r in runs) / len(runs),
+                score=_score(runs),
                 latency_ms=latency,
                 latency_p95_ms=p95,
                 violations=violations,
                 stale=stale,
                 car=car,
                 latency_p99_ms=p99,
-                latency_source=str(runs[-1].get("latency_source") or ""),
-                mflop=_median(r.get("mflop") for r in runs),
+                latency_source=str(judged[-1].get("latency_source") or ""),
+                mflop=_median(r.get("mflop") for r in judged),
+                robust_runs=robust_runs,
+                num_parameters=None if params is None else int(params),
+                model_bytes=None if size is None else int(size),
             )
         )
-    most = max((len(e.runs) for e in entries), default=0)
+
+    # Partial: an entry that lacks a track, direction, speed or lap count the others were
+    # run on (more seeds elsewhere do not make an entry partial).
+    def conditions(e: Entry) -> set[tuple]:
+        return {_condition(r) for r in e.runs}
+
+    every = set().union(*(conditions(e) for e in entries)) if entries else set()
     for e in entries:
-        if len(e.runs) < most:
-            e.partial = f"{len(e.runs)}/{most} runs"
+        mine = conditions(e)
+        if len(mine) < len(every):
+            e.partial = f"{len(mine)}/{len(every)} track-directions"
     entries.sort(key=_sort_key)
     ranked: dict[str | None, int] = {}  # entries ranked so far per target
     for e in entries:
@@ -294,8 +354,9 @@ def _clean_run(row: Mapping[str, Any]) -> bool:
 
 
 def sweep_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per pilot (checkpoint) and target (``car``): the fraction of clean runs (all laps, no
-    intervention) at each swept latency, and the largest latency up to which every run was
+    """Per pilot (checkpoint), target (``car``) and environment (``randomized``: domain
+    randomisation): the fraction of clean runs (all laps, no intervention) at each swept
+    latency, and the largest latency up to which every run was
     clean (``max_ok_ms``, None if even the smallest failed) --
     ``evaluation.runner.max_ok_latency``'s rule."""
     groups: dict[tuple, dict[float, list[Mapping[str, Any]]]] = {}
@@ -303,10 +364,13 @@ def sweep_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         lat = _num(r.get("latency_ms"))
         if lat is None:
             continue
-        key = (r["pilot"], r.get("checkpoint_sha256"), r.get("car") or None)
+        key = (
+            r["pilot"], r.get("checkpoint_sha256"), r.get("car") or None,
+            bool(r.get("domain_randomization")),
+        )  # fmt: skip
         groups.setdefault(key, {}).setdefault(lat, []).append(r)
     out = []
-    for (pilot, sha, car), by_lat in groups.items():
+    for (pilot, sha, car, randomized), by_lat in groups.items():
         points = []
         max_ok = None
         broken = False
@@ -334,6 +398,7 @@ def sweep_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "pilot": pilot,
                 "checkpoint_sha256": sha,
                 "car": car,
+                "randomized": randomized,
                 "points": points,
                 "max_ok_ms": max_ok,
                 "first_fail_ms": first_fail,

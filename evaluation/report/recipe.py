@@ -64,6 +64,8 @@ class RecipeRow:
     mflop: float | None
     offline_ms: float | None  # batch-1 runtime measured offline on this machine
     entries: dict[TargetColumn, Entry] = field(default_factory=dict)
+    num_parameters: int | None = None  # the model's parameters
+    model_bytes: int | None = None  # its weights on disk
 
     def latency_ms(self, col: TargetColumn) -> float | None:
         """The median latency on ``col``: its entry's, else (this machine) the offline one."""
@@ -99,6 +101,8 @@ def recipe_rows(offline: Iterable[Mapping[str, Any]], entries: Sequence[Entry]) 
             mae=_num(r.get("mae")),
             mflop=_num(r.get("mflop")),
             offline_ms=_num(r.get("latency_median_ms")),
+            num_parameters=_int(r.get("num_parameters")),
+            model_bytes=_int(r.get("model_bytes")),
         )
         for e in entries:  # ranked order: the first match per column is the best
             if e.pilot != pilot or e.latency_label not in OWN_LATENCY:
@@ -106,10 +110,17 @@ def recipe_rows(offline: Iterable[Mapping[str, Any]], entries: Sequence[Entry]) 
             if sha and e.checkpoint_sha256 != sha:
                 continue
             row.entries.setdefault(TargetColumn(e.car, e.latency_label), e)
-        if row.mflop is None:
-            row.mflop = next((e.mflop for e in row.entries.values() if e.mflop is not None), None)
+        for name in ("mflop", "num_parameters", "model_bytes"):  # else the runs' figure
+            if getattr(row, name) is None:
+                found = (getattr(e, name) for e in row.entries.values())
+                setattr(row, name, next((v for v in found if v is not None), None))
         out[(pilot, sha)] = row
     return list(out.values())
+
+
+def _int(v: Any) -> int | None:
+    x = _num(v)
+    return None if x is None else int(x)
 
 
 @dataclass(frozen=True)

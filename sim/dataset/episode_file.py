@@ -1,9 +1,15 @@
 """Episode files (safetensors): header parsing and reading straight into numpy buffers.
 
+Two layouts, told apart by the header: version 1 stores each frame field as a raw tensor of
+its own name; version 2 (what the writer writes) stores each field zstd-compressed in chunks
+(:mod:`~sim.dataset.codec`), described by :data:`~sim.dataset.ENCODING_METADATA_KEY`. Both
+parse to the same :class:`_Field` table, so everything above this module sees frame fields
+with their decoded dtype and shape, whatever the layout.
+
 The header is parsed here rather than by safetensors' loader so that ``load_arrays`` can
-read each tensor with one ``readinto()`` into a preallocated output slice (one copy, no
-temporaries). Every header is checked against :data:`~sim.dataset.FRAME_FIELDS` before
-a byte of data is trusted; nothing is ever unpickled.
+read (version 1) or decode (version 2) each field straight into a preallocated output slice.
+Every header is checked against :data:`~sim.dataset.FRAME_FIELDS` and the limits before a
+byte of data is trusted or decompressed; nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from sim.dataset import codec
 from sim.dataset.format import (
     CONTENT_SHA_KEY,
+    ENCODING_METADATA_KEY,
     EPISODE_METADATA_KEY,
+    MAX_DECODED_BYTES,
     MAX_EPISODE_FRAMES,
     MAX_HEADER_BYTES,
     MAX_TENSORS,
+    SCHEMA_VERSION,
     DatasetError,
     _image_size_problem,
     _is_int,
@@ -59,16 +69,29 @@ class _Tensor:
 
 
 @dataclass(frozen=True)
+class _Field:
+    """One frame field as stored: its decoded dtype and shape, and where its bytes are."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    data: _Tensor  # raw (version 1): the array's bytes; zstd (version 2): the chunks
+    chunks: _Tensor | None = None  # version 2: the compressed size of each chunk (U64)
+    chunk_frames: int = 0  # version 2: frames per chunk (the last may hold fewer)
+
+
+@dataclass(frozen=True)
 class _Header:
     raw: bytes  # the first data_start bytes of the file (length prefix + JSON)
     data_start: int
     tensors: dict[str, _Tensor]
     metadata: dict[str, str]
+    version: int  # file layout: 1 raw tensors, 2 compressed (codec)
+    fields: dict[str, _Field]  # frame fields by name, whatever the layout
 
     @property
     def image_hw(self) -> tuple[int, int]:
         """(H, W) of the episode's images."""
-        return tuple(self.tensors["image"].shape[1:3])
+        return tuple(self.fields["image"].shape[1:3])
 
 
 def _parse_header(prefix: bytes, read_json: Any, path: Path, size: int) -> _Header:
@@ -130,7 +153,63 @@ def _parse_header(prefix: bytes, read_json: Any, path: Path, size: int) -> _Head
         raise DatasetError(
             f"{bad}: data section is {data_len} bytes but tensors cover {pos} (truncated?)"
         )
-    return _Header(prefix + raw_json, data_start, tensors, metadata)
+    if ENCODING_METADATA_KEY in metadata:
+        version, fields = 2, _encoded_fields(metadata[ENCODING_METADATA_KEY], tensors, path)
+    else:
+        version = 1
+        fields = {name: _Field(t.dtype, t.shape, t) for name, t in tensors.items()}
+    return _Header(prefix + raw_json, data_start, tensors, metadata, version, fields)
+
+
+def _encoded_fields(text: str, tensors: dict[str, _Tensor], path: Path) -> dict[str, _Field]:
+    """The fields of a version-2 header, checked against its tensors and the limits (the
+    decoded sizes it claims) before anything is decompressed."""
+    where = f"{path}: header metadata {ENCODING_METADATA_KEY!r}"
+    enc = _loads_limited(text, where)
+    if not isinstance(enc, dict) or not isinstance(enc.get("fields"), dict):
+        raise DatasetError(f"{where} is not an object with 'fields'")
+    if enc.get("codec") != codec.CODEC:
+        raise DatasetError(f"{where}: codec {enc.get('codec')!r}, this trackpilot reads 'zstd'")
+    fields: dict[str, _Field] = {}
+    used: set[str] = set()
+    total = 0
+    for name, spec in enc["fields"].items():
+        try:
+            dtype = _ST_DTYPES[spec["dtype"]]
+            shape = tuple(spec["shape"])
+            k = spec["chunk_frames"]
+            if not shape or not all(_is_int(d) and d >= 0 for d in (*shape, k)) or k < 1:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise DatasetError(f"{where}: malformed entry for field {name!r}") from None
+        frame_bytes = math.prod(shape[1:]) * dtype.itemsize
+        total += shape[0] * frame_bytes
+        if total > MAX_DECODED_BYTES or frame_bytes > MAX_DECODED_BYTES:
+            raise DatasetError(
+                f"{path}: its fields decode to more than the limit {MAX_DECODED_BYTES} bytes "
+                "(MAX_DECODED_BYTES)"
+            )
+        if k > 1 and k * frame_bytes > codec.MAX_CHUNK_BYTES:
+            raise DatasetError(
+                f"{where}: field {name!r} has chunks of {k * frame_bytes} decoded bytes, more "
+                f"than the limit {codec.MAX_CHUNK_BYTES} (MAX_CHUNK_BYTES)"
+            )
+        data_name, chunks_name = name + codec.DATA_SUFFIX, name + codec.CHUNKS_SUFFIX
+        data, chunks = tensors.get(data_name), tensors.get(chunks_name)
+        n_chunks = -(-shape[0] // k)
+        if data is None or data.dtype != np.uint8 or len(data.shape) != 1:
+            raise DatasetError(f"{where}: field {name!r} has no U8 tensor {data_name!r}")
+        if chunks is None or chunks.dtype != _ST_DTYPES["U64"] or chunks.shape != (n_chunks,):
+            raise DatasetError(
+                f"{where}: field {name!r} needs a U64 tensor {chunks_name!r} of {n_chunks} "
+                "chunk sizes"
+            )
+        used.update((data_name, chunks_name))
+        fields[name] = _Field(dtype, shape, data, chunks, k)
+    stray = sorted(set(tensors) - used)
+    if stray:
+        raise DatasetError(f"{where}: tensors {stray[:5]} belong to no field")
+    return fields
 
 
 def _read_header_file(f: Any, path: Path, size: int) -> _Header:
@@ -152,24 +231,24 @@ def _read_header_bytes(data: bytes | memoryview, path: Path) -> _Header:
 def _tensor_problems(
     hdr: _Header, frames: int | None, image_hw: tuple[int, int] | None
 ) -> list[str]:
-    """Mismatches between an episode's tensors and FRAME_FIELDS (without the file prefix)."""
+    """Mismatches between an episode's fields and FRAME_FIELDS (without the file prefix)."""
     out: list[str] = []
-    missing = [k for k in FRAME_FIELDS if k not in hdr.tensors]
-    unexpected = sorted(k for k in hdr.tensors if k not in FRAME_FIELDS)
+    missing = [k for k in FRAME_FIELDS if k not in hdr.fields]
+    unexpected = sorted(k for k in hdr.fields if k not in FRAME_FIELDS)
     if missing:
         out.append(f"missing fields {missing}")
     if unexpected:
         out.append(f"unexpected fields {unexpected}")
-    img = hdr.tensors.get("image")
+    img = hdr.fields.get("image")
     n = img.shape[0] if img is not None and img.shape else None
     if n is None:
-        n = next((t.shape[0] for t in hdr.tensors.values() if t.shape), None)
+        n = next((t.shape[0] for t in hdr.fields.values() if t.shape), None)
     if n is not None and n > MAX_EPISODE_FRAMES:
         out.append(f"{n} frames exceed the limit {MAX_EPISODE_FRAMES} (MAX_EPISODE_FRAMES)")
     if frames is not None and n is not None and n != frames:
         out.append(f"{n} frames in the file, manifest says {frames}")
     for name, (dtype, trailing) in FRAME_FIELDS.items():
-        t = hdr.tensors.get(name)
+        t = hdr.fields.get(name)
         if t is None:
             continue
         if t.dtype != dtype:
@@ -205,26 +284,40 @@ def _episode_meta(hdr: _Header, path: Path) -> dict[str, Any]:
 
 
 def _serialize_episode(
-    arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]
+    arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], version: int = SCHEMA_VERSION
 ) -> tuple[bytearray, str]:
-    """The safetensors file of ``arrays`` with ``meta`` as its episode metadata, plus
+    """The episode file of ``arrays`` with ``meta`` as its episode metadata, plus
     :data:`CONTENT_SHA_KEY`: the sha256 of the data section. Returns (file, that sha256).
 
-    Built in one buffer (one copy of the arrays): the header length does not depend on the
-    digest (64 hex digits), so the data goes in first, is hashed, then the header is filled in.
-    Tensors are laid out by name; the header is padded with spaces to 8 bytes, as the
-    reference writer does.
+    ``version`` 2 (the default) compresses every field (:func:`codec.encode_field`); version
+    1 stores the raw arrays (kept for benchmarks and compatibility tests). Built in one
+    buffer: the header length does not depend on the digest (64 hex digits), so the data
+    goes in first, is hashed, then the header is filled in. Tensors are laid out by name; the
+    header is padded with spaces to 8 bytes, as the reference writer does.
     """
-    names = sorted(arrays)
+    metadata: dict[str, str] = {}
+    if version == 2:
+        tensors: dict[str, Any] = {}
+        encoding: dict[str, Any] = {}
+        for name in sorted(arrays):
+            a = arrays[name]
+            dtype = _st_dtype(a, name)
+            payload, sizes, k = codec.encode_field(a)
+            tensors[name + codec.DATA_SUFFIX] = np.frombuffer(payload, np.uint8)
+            tensors[name + codec.CHUNKS_SUFFIX] = sizes
+            encoding[name] = {"dtype": dtype, "shape": list(a.shape), "chunk_frames": k}
+        metadata[ENCODING_METADATA_KEY] = json.dumps({"codec": codec.CODEC, "fields": encoding})
+    elif version == 1:
+        tensors = dict(arrays)
+    else:
+        raise ValueError(f"cannot write episode files of version {version!r}")
+    names = sorted(tensors)
     entries: dict[str, dict[str, Any]] = {}
     pos = 0
     for name in names:
-        a = arrays[name]
-        dtype = next((k for k, v in _ST_DTYPES.items() if v == a.dtype), None)
-        if dtype is None or not a.flags.c_contiguous:
-            raise ValueError(f"field {name!r}: cannot store {a.dtype} (non-contiguous?) arrays")
+        a = tensors[name]
         entries[name] = {
-            "dtype": dtype,
+            "dtype": _st_dtype(a, name),
             "shape": list(a.shape),
             "data_offsets": [pos, pos + a.nbytes],
         }
@@ -233,7 +326,8 @@ def _serialize_episode(
     def header(digest: str) -> bytes:
         text = json.dumps({**meta, CONTENT_SHA_KEY: digest})
         raw = json.dumps(
-            {"__metadata__": {EPISODE_METADATA_KEY: text}, **entries}, separators=(",", ":")
+            {"__metadata__": {EPISODE_METADATA_KEY: text, **metadata}, **entries},
+            separators=(",", ":"),
         ).encode("ascii")
         return raw + b" " * (-len(raw) % 8)
 
@@ -242,13 +336,21 @@ def _serialize_episode(
     view = memoryview(buf)
     for name in names:
         begin, end = entries[name]["data_offsets"]
-        view[start + begin : start + end] = _byte_view(arrays[name])
+        view[start + begin : start + end] = _byte_view(tensors[name])
     digest = hashlib.sha256(view[start:]).hexdigest()
     head = header(digest)
     assert 8 + len(head) == start
     view[:8] = struct.pack("<Q", len(head))
     view[8:start] = head
     return buf, digest
+
+
+def _st_dtype(a: np.ndarray, name: str) -> str:
+    """The safetensors dtype name of ``a``; ValueError for what the format cannot hold."""
+    dtype = _ST_NAMES.get(a.dtype)
+    if dtype is None or not a.flags.c_contiguous:
+        raise ValueError(f"field {name!r}: cannot store {a.dtype} (non-contiguous?) arrays")
+    return dtype
 
 
 def _hash_episode_file(f: Any, hdr: _Header, path: Path) -> tuple[str, str]:
@@ -300,9 +402,10 @@ def _read_episode_into(
 ) -> dict[str, np.ndarray]:
     """Read ``fields`` of one episode file, into ``dests`` slices if given, else new arrays.
 
-    With ``verify`` the whole file is read in order and its sha256 compared to the record.
-    ``on_header(hdr)`` may return ``dests`` lazily (load_arrays sizes its outputs from the first
-    header when the info block does not give the image size).
+    With ``verify`` the whole file is read in order and its sha256 compared to the record
+    (before anything is decompressed). ``on_header(hdr)`` may return ``dests`` lazily
+    (load_arrays sizes its outputs from the first header when the info block does not give
+    the image size).
     """
     try:
         f = open(path, "rb", buffering=0)
@@ -322,9 +425,11 @@ def _read_episode_into(
             dests = on_header(hdr)
         out: dict[str, np.ndarray] = {}
         for name in fields:
-            t = hdr.tensors[name]
+            t = hdr.fields[name]
             out[name] = np.empty(t.shape, t.dtype) if dests is None else dests[name]
-        if verify:
+        if hdr.version == 2:
+            _read_encoded(f, hdr, record, out, verify, path)
+        elif verify:
             h = hashlib.sha256(hdr.raw)
             for name, t in sorted(hdr.tensors.items(), key=lambda kv: kv[1].begin):
                 buf = (
@@ -338,4 +443,55 @@ def _read_episode_into(
             for name in fields:
                 t = hdr.tensors[name]
                 _readinto_exact(f, hdr.data_start + t.begin, _byte_view(out[name]), path)
+    return out
+
+
+def _read_encoded(
+    f: Any,
+    hdr: _Header,
+    record: Mapping[str, Any] | None,
+    out: Mapping[str, np.ndarray],
+    verify: bool,
+    path: Path,
+) -> None:
+    """Decode the fields ``out`` names of version-2 file ``f`` into ``out``. With ``verify``
+    the whole data section is read and its sha256 checked against ``record`` first."""
+    if verify:
+        data = memoryview(bytearray(max((t.end for t in hdr.tensors.values()), default=0)))
+        _readinto_exact(f, hdr.data_start, data, path)
+        digest = hashlib.sha256(hdr.raw)
+        digest.update(data)
+        if record is not None and digest.hexdigest() != record["sha256"]:
+            raise DatasetError(_sha256_mismatch(path, digest.hexdigest(), record))
+        _decode_fields(hdr, lambda t: data[t.begin : t.end], out, path)
+        return
+
+    def read(t: _Tensor) -> memoryview:
+        buf = memoryview(bytearray(t.end - t.begin))
+        _readinto_exact(f, hdr.data_start + t.begin, buf, path)
+        return buf
+
+    _decode_fields(hdr, read, out, path)
+
+
+def _decode_fields(hdr: _Header, data_of: Any, out: Mapping[str, np.ndarray], path: Path) -> None:
+    """Decode each field of ``out`` (version 2); ``data_of(tensor)`` gives a tensor's bytes."""
+    for name, dest in out.items():
+        fld = hdr.fields[name]
+        sizes = np.frombuffer(data_of(fld.chunks), dtype="<u8")
+        codec.decode_field_into(
+            data_of(fld.data), sizes, fld.chunk_frames, dest, f"{path}: field {name!r}"
+        )
+
+
+def _decode_bytes(data: bytes | memoryview, hdr: _Header, path: Path) -> dict[str, np.ndarray]:
+    """Every frame field of the whole episode file ``data`` (either version), decoded."""
+    view = memoryview(data)[hdr.data_start :]
+    if hdr.version == 1:
+        return {
+            name: np.frombuffer(view[t.data.begin : t.data.end], t.dtype).reshape(t.shape)
+            for name, t in hdr.fields.items()
+        }
+    out = {name: np.empty(t.shape, t.dtype) for name, t in hdr.fields.items()}
+    _decode_fields(hdr, lambda t: view[t.begin : t.end], out, path)
     return out

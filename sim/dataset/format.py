@@ -19,6 +19,9 @@ from tracks.common import DIRECTIONS, MAX_IMAGE_SIDE, parse_size
 __all__ = [
     "CONTENT_SHA_KEY",
     "DIRECTIONS",
+    "DRIVE_ENDINGS",
+    "ENCODING_METADATA_KEY",
+    "ENDINGS",
     "EPISODES_DIRNAME",
     "EPISODE_METADATA_KEY",
     "FORMAT_NAME",
@@ -26,6 +29,7 @@ __all__ = [
     "LOCK_NAME",
     "MANIFEST_NAME",
     "MAX_EPISODES",
+    "MAX_DECODED_BYTES",
     "MAX_EPISODE_FRAMES",
     "MAX_HEADER_BYTES",
     "MAX_IMAGE_SIDE",
@@ -35,18 +39,29 @@ __all__ = [
     "MAX_STRING_CHARS",
     "MAX_TENSORS",
     "QUARANTINE_DIRNAME",
+    "READ_SCHEMA_VERSIONS",
     "SCHEMA_VERSION",
     "DatasetError",
     "EpisodeMeta",
+    "episode_ending",
     "is_warning",
 ]
 
-SCHEMA_VERSION = 1
+#: The version this trackpilot writes. 2: frame fields zstd-compressed inside the episode
+#: files (:mod:`~sim.dataset.codec`), episodes say how they ended (``ended``). 1: raw arrays.
+#: A version-2 manifest may list files of either version (a dataset being migrated, or one
+#: recorded before and appended to since); each file's header says which it is.
+SCHEMA_VERSION = 2
+#: Versions read (manifests and episode files); :mod:`~sim.dataset.migrate` rewrites 1 as 2.
+READ_SCHEMA_VERSIONS = (1, 2)
 FORMAT_NAME = "trackpilot-dataset"
 MANIFEST_NAME = "manifest.json"
 EPISODES_DIRNAME = "episodes"
 LOCK_NAME = ".manifest.lock"
 EPISODE_METADATA_KEY = "trackpilot_episode"
+#: Key, in a version-2 episode header's metadata, of how each frame field is stored
+#: (codec, decoded dtype and shape, frames per compressed chunk).
+ENCODING_METADATA_KEY = "trackpilot_encoding"
 #: Key, in an episode's header metadata, of the sha256 of the file's data section (every
 #: byte after the header): the file vouches for its own content, so a writer can tell a
 #: complete episode that the manifest does not list from a damaged one. Files written
@@ -71,6 +86,10 @@ MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_TENSORS = 64
 #: Most frames in one episode (13.9 h at 20 Hz).
 MAX_EPISODE_FRAMES = 1_000_000
+#: Most bytes the frame fields of one episode file may decode to (checked on the header,
+#: before anything is decompressed or allocated: a small file cannot claim a huge episode).
+#: 4 GiB: 74,000 frames at 120x160 (an hour at 20 Hz), 1,365 at 1024x1024.
+MAX_DECODED_BYTES = 4 << 30
 #: Deepest nesting of JSON arrays and objects in the manifest and in episode headers (the
 #: format itself needs 5; the rest is room for recorders' ``extra`` metadata).
 MAX_JSON_DEPTH = 16
@@ -79,6 +98,39 @@ MAX_STRING_CHARS = 4096
 #: Longest ``track_id``, ``track_hash`` or ``source`` of an episode.
 MAX_NAME_CHARS = 256
 # Image sides are bounded by tracks.common.parse_size: 1..MAX_IMAGE_SIDE (1024) pixels.
+
+#: How an episode ended (:attr:`EpisodeMeta.ended`): its laps were done; the car left the
+#: road or flipped; the step or time limit ran out; it stalled (no progress); the person
+#: stopped it (record key, reset, another track or direction, quit, Ctrl-C); the recorder
+#: split a long recording; the recorder failed (frames kept); or nobody said (files
+#: written before episodes recorded it).
+ENDINGS = (
+    "laps_done",
+    "off_track",
+    "flipped",
+    "time_limit",
+    "stalled",
+    "user_stop",
+    "split",
+    "error",
+    "unknown",
+)
+
+#: Why ``sim.drive`` ended an episode (its ``extra["ended"]``, the detail; files written
+#: before ``ended`` existed have only that) -> the ending it is.
+DRIVE_ENDINGS = {
+    "off_track": "off_track",
+    "flipped": "flipped",
+    "split": "split",
+    "max_frames": "time_limit",
+    "error": "error",
+    "stopped": "user_stop",
+    "reset": "user_stop",
+    "direction_change": "user_stop",
+    "track_change": "user_stop",
+    "quit": "user_stop",
+    "interrupted": "user_stop",
+}
 
 #: Info fields that must agree between a dataset and a writer appending to it (frames
 #: drawn by another renderer differ in colour and shading: no mixing within one dataset).
@@ -238,6 +290,7 @@ class EpisodeMeta:
     laps: int = 0  # laps completed in the episode
     expert: dict | None = None  # expert (autopilot) parameters, None for a human
     extra: dict = field(default_factory=dict)  # anything else the recorder wants to keep
+    ended: str = "unknown"  # how the episode ended: one of ENDINGS
 
     def __post_init__(self) -> None:
         for name in ("track_id", "track_hash", "source"):
@@ -259,6 +312,8 @@ class EpisodeMeta:
             raise ValueError(f"EpisodeMeta.seed must be an int, got {self.seed!r}")
         if not _is_int(self.laps) or self.laps < 0:
             raise ValueError(f"EpisodeMeta.laps must be an int >= 0, got {self.laps!r}")
+        if self.ended not in ENDINGS:
+            raise ValueError(f"EpisodeMeta.ended must be one of {ENDINGS}, got {self.ended!r}")
         # numpy ints are accepted but stored as plain ints so records stay JSON
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "laps", int(self.laps))
@@ -288,4 +343,17 @@ class EpisodeMeta:
             laps=record.get("laps", 0),
             expert=record.get("expert"),
             extra=dict(record.get("extra") or {}),
+            ended=episode_ending(record),
         )
+
+
+def episode_ending(record: Mapping[str, Any]) -> str:
+    """How the episode of a manifest record (or header metadata) ended: its ``ended``; for
+    files written before episodes said so, what ``sim.drive`` kept in ``extra["ended"]``,
+    else ``"unknown"``."""
+    ended = record.get("ended")
+    if ended is not None:
+        return ended
+    extra = record.get("extra")
+    detail = extra.get("ended") if isinstance(extra, Mapping) else None
+    return DRIVE_ENDINGS.get(detail, "unknown") if isinstance(detail, str) else "unknown"

@@ -11,33 +11,42 @@ from sim.dataset.format import (
     _KEY_RE,
     _SHA_RE,
     DIRECTIONS,
+    ENDINGS,
     FORMAT_NAME,
     MANIFEST_NAME,
+    MAX_DECODED_BYTES,
     MAX_EPISODE_FRAMES,
     MAX_EPISODES,
     MAX_MANIFEST_BYTES,
     MAX_NAME_CHARS,
-    SCHEMA_VERSION,
+    READ_SCHEMA_VERSIONS,
     DatasetError,
     _episode_relpath,
     _image_size_problem,
+    _info_image_hw,
     _info_image_size,
     _is_int,
     _loads_limited,
 )
 from sim.dataset.frames import FRAME_FIELDS
+from sim.dataset.tub_format import tub_hint
 
-#: The fewest bytes a frame can take in an episode file (a 1x1 image and the labels): a
-#: record claiming more frames than its bytes can hold is refused before anything is
-#: allocated for them.
+#: The fewest bytes a frame can take in a raw (version 1) episode file (a 1x1 image and the
+#: labels): a record of a version-1 dataset claiming more frames than its bytes can hold is
+#: refused before anything is allocated for them. (Compressed files are bounded by what
+#: their frames decode to: :data:`MAX_DECODED_BYTES`.)
 _MIN_FRAME_BYTES = sum(
     dt.itemsize * (3 if trailing is None else math.prod(trailing))
     for dt, trailing in FRAME_FIELDS.values()
 )
 
 
-def _record_problems(rec: Any, i: int) -> list[str]:
-    """Problems with manifest record ``i`` (without the file prefix)."""
+def _record_problems(
+    rec: Any, i: int, raw_files: bool = False, image_hw: tuple[int, int] | None = None
+) -> list[str]:
+    """Problems with manifest record ``i`` (without the file prefix). ``raw_files``: its file
+    stores raw arrays (version 1), so its size bounds its frames; ``image_hw``: the dataset's
+    image size, which bounds what its frames decode to."""
     if not isinstance(rec, dict):
         return [f"episodes[{i}] is not an object"]
     key = rec.get("key")
@@ -60,8 +69,15 @@ def _record_problems(rec: Any, i: int) -> list[str]:
         out.append(
             f"{where}: {frames} frames exceed the limit {MAX_EPISODE_FRAMES} (MAX_EPISODE_FRAMES)"
         )
-    elif _is_int(frames) and _is_int(nbytes) and frames * _MIN_FRAME_BYTES > nbytes:
+    elif raw_files and _is_int(frames) and _is_int(nbytes) and frames * _MIN_FRAME_BYTES > nbytes:
         out.append(f"{where}: {frames} frames cannot fit in a file of {nbytes} bytes")
+    elif (
+        _is_int(frames) and image_hw and frames * image_hw[0] * image_hw[1] * 3 > MAX_DECODED_BYTES
+    ):
+        out.append(
+            f"{where}: {frames} frames of {image_hw[0]}x{image_hw[1]} decode to more than the "
+            f"limit {MAX_DECODED_BYTES} bytes (MAX_DECODED_BYTES)"
+        )
     for name in ("track_id", "track_hash", "source"):
         v = rec.get(name)
         if not isinstance(v, str):
@@ -77,6 +93,8 @@ def _record_problems(rec: Any, i: int) -> list[str]:
         out.append(f"{where}: expert must be an object or null")
     if not isinstance(rec.get("extra", {}), dict):
         out.append(f"{where}: extra must be an object")
+    if rec.get("ended", "unknown") not in ENDINGS:
+        out.append(f"{where}: ended is {rec.get('ended')!r}, expected one of {list(ENDINGS)}")
     return out
 
 
@@ -99,7 +117,7 @@ def _read_manifest(root: Path) -> tuple[dict | None, list[str]]:
             data = f.read(MAX_MANIFEST_BYTES + 1)
         text = data.decode("utf-8")
     except FileNotFoundError:
-        return None, [f"{path}: missing (not a trackpilot dataset?)"]
+        return None, [tub_hint(root) or f"{path}: missing (not a trackpilot dataset?)"]
     except (OSError, UnicodeDecodeError) as e:
         return None, [f"{path}: unreadable ({e})"]
     if len(data) > MAX_MANIFEST_BYTES:  # grew while being read
@@ -107,16 +125,15 @@ def _read_manifest(root: Path) -> tuple[dict | None, list[str]]:
     try:
         m = _loads_limited(text, str(path))
     except DatasetError as e:
-        return None, [str(e)]
+        return None, [tub_hint(root) or str(e)]
     if not isinstance(m, dict):
         return None, [f"{path}: top level is {type(m).__name__}, expected an object"]
     if m.get("format") != FORMAT_NAME:
         return None, [f"{path}: format is {m.get('format')!r}, expected {FORMAT_NAME!r}"]
     version = m.get("schema_version")
-    if version != SCHEMA_VERSION or not _is_int(version):
-        return None, [
-            f"{path}: schema_version is {version!r}, this trackpilot reads {SCHEMA_VERSION}"
-        ]
+    if not _is_int(version) or version not in READ_SCHEMA_VERSIONS:
+        readable = " and ".join(map(str, READ_SCHEMA_VERSIONS))
+        return None, [f"{path}: schema_version is {version!r}, this trackpilot reads {readable}"]
     problems: list[str] = []
     if not isinstance(m.get("info"), dict):
         return None, [f"{path}: 'info' is missing or not an object"]
@@ -132,8 +149,9 @@ def _read_manifest(root: Path) -> tuple[dict | None, list[str]]:
         ]
     good: list[dict] = []
     seen: set[str] = set()
+    image_hw = _info_image_hw(m["info"])
     for i, rec in enumerate(episodes):
-        p = _record_problems(rec, i)
+        p = _record_problems(rec, i, raw_files=version == 1, image_hw=image_hw)
         if not p and rec["key"] in seen:
             p = [f"episodes[{i}] ({rec['key']!r}): duplicate key"]
         problems.extend(f"{path}: {x}" for x in p)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
-from tqdm import tqdm
 
 from sim.dataset.episode_file import (
     _bytes_mismatch,
+    _decode_bytes,
     _episode_meta,
     _read_header_bytes,
     _sha256_mismatch,
@@ -27,6 +27,7 @@ from sim.dataset.frames import LABEL_FIELDS
 from sim.dataset.manifest import _read_manifest
 from sim.dataset.writer import _inspect_unlisted
 from tracks.fileio import is_temp_file, sha256_bytes
+from tracks.progress import progress_bar
 
 __all__ = ["validate_dataset"]
 
@@ -64,7 +65,7 @@ def validate_dataset(
     image_hw = _info_image_hw(manifest["info"])
     records = manifest["episodes"]
     if progress:
-        records = tqdm(records, desc="validate", unit="ep")
+        records = progress_bar(records, desc="validate", unit="ep")
     for rec in records:
         path = root / rec["file"]
         try:
@@ -83,7 +84,7 @@ def validate_dataset(
                 problems.append(_sha256_mismatch(path, digest, rec))
         try:
             hdr = _read_header_bytes(data, path)
-            arrays = st_load(data)  # the reference parser must accept it too
+            st_load(data)  # the reference parser must accept it too
         except DatasetError as e:
             problems.append(str(e))
             continue
@@ -92,8 +93,14 @@ def validate_dataset(
             continue
         tensor_problems = _tensor_problems(hdr, rec["frames"], image_hw)
         problems.extend(f"{path}: {p}" for p in tensor_problems)
-        if "image" in hdr.tensors and image_hw is None and not tensor_problems:
+        if "image" in hdr.fields and image_hw is None and not tensor_problems:
             image_hw = hdr.image_hw  # first episode sets it
+        arrays: dict = {}
+        if not tensor_problems:  # decoded only once its fields are what they should be
+            try:
+                arrays = _decode_bytes(data, hdr, path)
+            except DatasetError as e:
+                problems.append(str(e))
         problems.extend(f"{path}: {p}" for p in _content_problems(arrays))
         try:
             emeta = _episode_meta(hdr, path)
@@ -103,6 +110,16 @@ def validate_dataset(
             if emeta.get("key") != rec["key"]:
                 problems.append(
                     f"{path}: header says key {emeta.get('key')!r}, manifest says {rec['key']!r}"
+                )
+            if emeta.get("schema_version", hdr.version) != hdr.version:
+                problems.append(
+                    f"{path}: header says schema_version {emeta.get('schema_version')!r}, its "
+                    f"layout is version {hdr.version}"
+                )
+            if hdr.version > manifest["schema_version"]:
+                problems.append(
+                    f"{path}: a version-{hdr.version} file in a version-"
+                    f"{manifest['schema_version']} dataset"
                 )
         del data, arrays
     listed = {Path(rec["file"]).name for rec in manifest["episodes"]}

@@ -41,10 +41,12 @@ from sim.dataset.format import (
     INFO_COMPAT_FIELDS,
     LOCK_NAME,
     MANIFEST_NAME,
+    MAX_DECODED_BYTES,
     MAX_EPISODE_FRAMES,
     MAX_EPISODES,
     MAX_MANIFEST_BYTES,
     QUARANTINE_DIRNAME,
+    READ_SCHEMA_VERSIONS,
     SCHEMA_VERSION,
     DatasetError,
     EpisodeMeta,
@@ -126,6 +128,12 @@ def _prepare_frames(
         out[name] = a
     if np.abs(out["steering"]).max() > 1.0:
         raise DatasetError(f"{path}: steering outside [-1, 1]")
+    nbytes = sum(a.nbytes for a in out.values())
+    if nbytes > MAX_DECODED_BYTES:
+        raise DatasetError(
+            f"{path}: {n} frames of {nbytes} bytes exceed the limit {MAX_DECODED_BYTES} bytes "
+            "an episode may decode to (MAX_DECODED_BYTES); split it into shorter episodes"
+        )
     if out["takeover"].max() > 1:
         raise DatasetError(f"{path}: takeover must be 0 or 1")
     return out
@@ -168,9 +176,9 @@ def _inspect_unlisted(path: Path, key: str, image_hw: tuple[int, int] | None) ->
                 )
             if meta.get("key") != key:
                 return f"its header says key {meta.get('key')!r}, its name says {key!r}"
-            frames = hdr.tensors["image"].shape[0]
-            if meta.get("frames") != frames or meta.get("schema_version") != SCHEMA_VERSION:
-                return "its header metadata does not match its tensors or this schema version"
+            frames = hdr.fields["image"].shape[0]
+            if meta.get("frames") != frames or meta.get("schema_version") != hdr.version:
+                return "its header metadata does not match its tensors or its layout version"
             whole, data = _hash_episode_file(f, hdr, path)
             if data != content:
                 return "its data does not match the sha256 in its header: the file is corrupt"
@@ -188,7 +196,7 @@ def _inspect_unlisted(path: Path, key: str, image_hw: tuple[int, int] | None) ->
         return f"unreadable ({e})"
     except (KeyError, TypeError, ValueError) as e:
         return f"invalid episode metadata in its header ({e})"
-    problems = _record_problems(record, 0)
+    problems = _record_problems(record, 0, raw_files=hdr.version == 1, image_hw=image_hw)
     return record if not problems else problems[0].split(": ", 1)[-1]
 
 
@@ -203,11 +211,22 @@ class DatasetWriter:
     killed between writing and listing it, or a manifest restored from a backup) is listed
     again; any other unlisted ``ep-*.safetensors`` is moved to ``quarantine/``, never deleted.
     Several writers, in processes or threads, may append to one dataset at once.
+
+    Episode files are written in format ``schema_version`` (default :data:`SCHEMA_VERSION`,
+    compressed; 1 writes raw arrays, for benchmarks and compatibility tests only). Appending
+    a version-2 file to a version-1 dataset first upgrades its manifest to version 2 (its
+    files stay as they are and are still read; ``python -m sim.dataset migrate`` compresses
+    them), with a warning.
     """
 
-    def __init__(self, root: str | Path, info: dict) -> None:
+    def __init__(
+        self, root: str | Path, info: dict, *, schema_version: int = SCHEMA_VERSION
+    ) -> None:
         if not isinstance(info, Mapping):
             raise TypeError(f"info must be a dict, got {type(info)}")
+        if schema_version not in READ_SCHEMA_VERSIONS:
+            raise ValueError(f"schema_version must be one of {READ_SCHEMA_VERSIONS}")
+        self.schema_version = schema_version
         self.root = Path(root)
         self.episodes_dir = self.root / EPISODES_DIRNAME
         self.manifest_path = self.root / MANIFEST_NAME
@@ -240,7 +259,7 @@ class DatasetWriter:
                 self.info = info
                 manifest = {
                     "format": FORMAT_NAME,
-                    "schema_version": SCHEMA_VERSION,
+                    "schema_version": schema_version,
                     "created": now_iso(),
                     "info": info,
                     "episodes": [],
@@ -411,11 +430,19 @@ class DatasetWriter:
         meta: EpisodeMeta,
         *,
         overwrite: bool = False,
+        verify_written: bool = False,
+        header_extra: Mapping[str, Any] | None = None,
+        replaces: str | None = None,
     ) -> dict:
         """Write one episode and list it in the manifest; returns its manifest record.
 
         The episode becomes visible only once it is completely on disk. An existing ``key``
-        raises :class:`DatasetError` unless ``overwrite=True``.
+        raises :class:`DatasetError` unless ``overwrite=True`` (the new record takes the old
+        one's place in the manifest). ``verify_written``: before it is published, the file on
+        disk is read back, its sha256 checked and its fields decoded and compared with
+        ``frames``. ``header_extra``: more keys for the file's header metadata (``created``
+        kept from an older file, provenance). ``replaces``: the sha256 the listed episode
+        ``key`` must still have when it is replaced (else :class:`DatasetError`).
         """
         _check_key(key)
         if not isinstance(meta, EpisodeMeta):
@@ -434,14 +461,16 @@ class DatasetWriter:
             )
         n = int(arrays["image"].shape[0])
         header_meta = {
-            "key": key,
-            "schema_version": SCHEMA_VERSION,
-            "frames": n,
             "created": now_iso(),
+            **(header_extra or {}),
+            "key": key,
+            "schema_version": self.schema_version,
+            "frames": n,
             **meta.to_dict(),
         }
-        data, _ = _serialize_episode(arrays, header_meta)
-        del arrays
+        data, _ = _serialize_episode(arrays, header_meta, self.schema_version)
+        if not verify_written:
+            del arrays
         record = {
             "key": key,
             "file": rel,
@@ -450,12 +479,15 @@ class DatasetWriter:
             "bytes": len(data),
             **meta.to_dict(),
         }
-        problems = _record_problems(record, 0)
+        problems = _record_problems(record, 0, raw_files=self.schema_version == 1)
         if problems:
             raise DatasetError(f"{final}: {problems[0].split(': ', 1)[-1]}")
         tmp = write_temp_file(final, data)
         del data
         try:
+            if verify_written:
+                self._verify_written(tmp, record, arrays)
+                del arrays
             with self._lock():
                 manifest = self._manifest()
                 old = [i for i, rec in enumerate(manifest["episodes"]) if rec["key"] == key]
@@ -463,15 +495,24 @@ class DatasetWriter:
                     raise DatasetError(
                         f"{final}: episode {key!r} exists (pass overwrite=True to replace it)"
                     )
+                if replaces is not None and (
+                    not old or manifest["episodes"][old[0]]["sha256"] != replaces
+                ):
+                    raise DatasetError(
+                        f"{final}: episode {key!r} changed or went while it was being "
+                        "rewritten; nothing replaced"
+                    )
                 if not old and len(manifest["episodes"]) >= MAX_EPISODES:
                     raise DatasetError(
                         f"{self.manifest_path}: holds {MAX_EPISODES} episodes, the limit "
                         "(MAX_EPISODES); record into a new dataset"
                     )
+                place = old[0] if old else len(manifest["episodes"])
                 if old:
-                    del manifest["episodes"][old[0]]
+                    del manifest["episodes"][place]
                 unlisted = _manifest_bytes(manifest, self.manifest_path) if old else None
-                manifest["episodes"].append(record)
+                manifest["episodes"].insert(place, record)
+                self._upgrade(manifest)
                 listed = _manifest_bytes(manifest, self.manifest_path)  # refuses past the limit
                 if unlisted is not None:
                     # unlist first: a crash between the two manifest writes leaves whichever
@@ -486,3 +527,42 @@ class DatasetWriter:
                 tmp.unlink()
         logger.debug("wrote %s (%d frames)", final, n)
         return dict(record)
+
+    def upgrade_manifest(self) -> None:
+        """Raise the manifest's schema version to this writer's (its files stay readable)."""
+        with self._lock():
+            manifest = self._manifest()
+            if manifest["schema_version"] < self.schema_version:
+                logger.info(
+                    "%s: schema_version %d -> %d",
+                    self.manifest_path,
+                    manifest["schema_version"],
+                    self.schema_version,
+                )
+                manifest["schema_version"] = self.schema_version
+                self._write_manifest(manifest)
+
+    def _upgrade(self, manifest: dict) -> None:
+        """Raise ``manifest``'s schema version to that of the files this writer writes."""
+        if manifest["schema_version"] < self.schema_version:
+            logger.warning(
+                "%s: upgraded from schema_version %d to %d to append compressed episodes; "
+                "its %d older episode files are kept as they are (`python -m sim.dataset "
+                "migrate %s` compresses them)",
+                self.manifest_path,
+                manifest["schema_version"],
+                self.schema_version,
+                len(manifest["episodes"]) - 1,
+                self.root,
+            )
+            manifest["schema_version"] = self.schema_version
+
+    def _verify_written(self, path: Path, record: dict, arrays: Mapping[str, np.ndarray]) -> None:
+        """The file at ``path`` has ``record``'s sha256 and decodes to exactly ``arrays``."""
+        got = _read_episode_into(path, record, None, list(arrays), True, self._image_hw)
+        for name, a in arrays.items():
+            if not np.array_equal(got[name], a):
+                raise DatasetError(
+                    f"{self.root / record['file']}: field {name!r} read back differs from what "
+                    "was written; nothing replaced"
+                )
