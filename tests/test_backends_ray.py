@@ -141,7 +141,7 @@ def _task_workers() -> list[int]:
 @pytest.mark.slow
 def test_killed_worker_is_retried_and_every_run_stored_once(ray_cluster, tmp_path) -> None:
     from evaluation.evaluate import evaluate
-    from evaluation.store import Store
+    from evaluation.store import open_store
 
     settings = dict(
         tracks=("oval", "kidney"),
@@ -167,12 +167,13 @@ def test_killed_worker_is_retried_and_every_run_stored_once(ray_cluster, tmp_pat
 
     killer = threading.Thread(target=kill_one_mid_run, daemon=True)
     killer.start()
-    rows = evaluate(["expert"], backend="ray", **settings)  # the module's cluster
+    db = tmp_path / "lb.sqlite"  # the driver stores the evaluation in one transaction
+    rows = evaluate(["expert"], backend="ray", db=str(db), **settings)  # the module's cluster
     killer.join(5)
     assert killed, "no worker was seen running a task"
-    with Store(tmp_path / "lb.sqlite") as store:
-        store.add(closed_loop=rows, context={"test": "fault"})
+    with open_store(db, readonly=True) as store:
         stored = store.closed_loop_rows()
+        assert len(store.evaluations()) == 1
     keys = [(r["track"], r["direction"], r["seed"]) for r in stored]
     expected = {(t, d, s) for t in ("oval", "kidney") for d in ("ccw", "cw") for s in (0, 1)}
     assert len(keys) == len(expected) and set(keys) == expected  # none lost, none twice
