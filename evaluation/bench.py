@@ -276,23 +276,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="what", required=True)
     r = sub.add_parser("runs", help="seconds per closed-loop run, per track and laps")
     r.add_argument("pilot", help="a pilot spec (a CNN run directory, an .onnx, expert, ...)")
-    r.add_argument("--tracks", default="oval,chicane,triangle,speedway", help="comma list")
-    r.add_argument("--laps", type=_ints, default=[1, 3], help="comma list of lap counts")
-    r.add_argument("--repeats", type=int, default=1, help="runs per point (median)")
+    r.add_argument(
+        "--tracks",
+        default="oval,chicane,triangle,speedway",
+        help="comma list (default: %(default)s)",
+    )
+    r.add_argument(
+        "--laps", type=_ints, default=[1, 3], help="comma list of lap counts (default: 1,3)"
+    )
+    r.add_argument("--repeats", type=int, default=1, help="runs per point, median (default: 1)")
     s = sub.add_parser("store", help="rows per second into the leaderboard store")
-    s.add_argument("--rows", type=_ints, default=[1, 10, 100, 1000, 5000], help="batch sizes")
-    s.add_argument("--repeats", type=int, default=3, help="transactions per size (median)")
-    s.add_argument("--laps", type=int, default=3, help="laps of the run the rows copy")
+    s.add_argument(
+        "--rows",
+        type=_ints,
+        default=[1, 10, 100, 1000, 5000],
+        help="batch sizes (default: 1,10,100,1000,5000)",
+    )
+    s.add_argument(
+        "--repeats", type=int, default=3, help="transactions per size, median (default: 3)"
+    )
+    s.add_argument("--laps", type=int, default=3, help="laps of the run the rows copy (default: 3)")
     b = sub.add_parser("backends", help="runs per minute: process pool against local Ray")
     b.add_argument("pilot", help="a pilot spec")
-    b.add_argument("--runs", type=int, default=24, help="closed-loop runs per backend")
-    b.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="CPUs for both")
-    b.add_argument("--tracks", default="chicane,triangle", help="comma list")
-    b.add_argument("--laps", type=int, default=1, help="laps per run")
-    b.add_argument("--rounds", type=int, default=2, help="alternating pool / Ray rounds")
+    b.add_argument(
+        "--runs", type=int, default=24, help="closed-loop runs per backend (default: 24)"
+    )
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPUs for both (default: all cores, %(default)s here)",
+    )
+    b.add_argument("--tracks", default="chicane,triangle", help="comma list (default: %(default)s)")
+    b.add_argument("--laps", type=int, default=1, help="laps per run (default: 1)")
+    b.add_argument(
+        "--rounds", type=int, default=2, help="alternating pool / Ray rounds (default: 2)"
+    )
     d = sub.add_parser("driver", help="driver-side cost per finished run (row, Ray round trip)")
-    d.add_argument("--tasks", type=int, default=2000, help="Ray tasks that echo a result")
-    d.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Ray CPUs")
+    d.add_argument(
+        "--tasks", type=int, default=2000, help="Ray tasks that echo a result (default: 2000)"
+    )
+    d.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="Ray CPUs (default: all cores, %(default)s here)",
+    )
     for p in (r, s, b, d):
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
