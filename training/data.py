@@ -264,7 +264,13 @@ class FrameSet:
             else:
                 move = True
         if move:
-            self.images = self.images.to(device)
+            try:
+                self.images = self.images.to(device)
+            except torch.OutOfMemoryError:
+                raise ValueError(
+                    f"the frames ({self.nbytes / 1e9:.1f} GB) do not fit in the memory of "
+                    f"{device}: use --frames-on-device auto or off"
+                ) from None
         elif device.type == "cuda" and pin != "off" and not self.images.is_pinned():
             self.images = self.images.pin_memory()
         return self
