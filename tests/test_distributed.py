@@ -294,8 +294,11 @@ def test_channels_last_on_cpu_matches_the_default_layout(tmp_path, syn_data) -> 
     args = ["--data", str(syn_data), "--epochs", "2", *TINY]
     assert train_main([*args, "--out", str(base)]) == 0
     assert train_main([*args, "--out", str(nhwc), "--channels-last", "on"]) == 0
-    # Same arithmetic in another memory order: float32 rounding only.
-    assert_same_curve(curve(base), curve(nhwc), rtol=1e-4)
+    # The same model in another memory layout: oneDNN then picks other convolution kernels,
+    # which sum in another order (measured: up to 1.7e-4 relative over 2 epochs, and not
+    # the same from run to run). 1e-2 still fails a layout mistake (a transposed or
+    # mis-strided batch trains another model: tens of percent).
+    assert_same_curve(curve(base), curve(nhwc), rtol=1e-2)
     # The checkpoint is saved in the usual layout and loads into a plain model.
     from agents.cnn import load_pilot
 
