@@ -177,14 +177,14 @@ class DistContext:
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
 
-    def all_reduce(self, values: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        """``values`` summed (or max'd) over every process; a new tensor on ``values``' device."""
-        if not self.enabled:
-            return values.clone()
-        t = values.detach().to(self._comm_device(), dtype=torch.float64).clone()
-        with _collective("all_reduce"):
-            dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-        return t.to(values.device, dtype=values.dtype)
+    def sum_values(self, *values: float | torch.Tensor) -> list[float]:
+        """Each scalar summed over every process, in one all-reduce (alone: as given)."""
+        t = torch.stack([torch.as_tensor(v).detach().to("cpu", torch.float64) for v in values])
+        if self.enabled:
+            t = t.to(self._comm_device())
+            with _collective("all_reduce"):
+                dist.all_reduce(t)
+        return t.tolist()
 
     def gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
         """Every process's slice (:meth:`chunk` of ``n``) of rows, concatenated in rank order,

@@ -170,7 +170,7 @@ def evaluate_frames(
             if hi > lo:
                 images, _, _ = frames.batch(sel[lo:hi], device)
                 own = flip_consistency(model, images, batch_size=batch_size) * (hi - lo)
-            res["flip_consistency"] = float(dist.all_reduce(torch.tensor([own]))[0]) / m
+            res["flip_consistency"] = dist.sum_values(own)[0] / m
         else:
             images, _, _ = frames.batch(sel, device)
             res["flip_consistency"] = flip_consistency(model, images, batch_size=batch_size)

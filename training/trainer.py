@@ -219,11 +219,7 @@ def train_one_epoch(
         scaler.update()
     bar.close()
     if ctx.enabled:
-        total_all, seen_all = ctx.all_reduce(
-            torch.stack(
-                [total.double(), torch.tensor(seen, dtype=torch.float64, device=total.device)]
-            )
-        ).tolist()
+        total_all, seen_all = ctx.sum_values(total, seen)
         return total_all / max(seen_all, 1), int(seen_all)
     return float(total) / max(seen, 1), seen
 
@@ -233,20 +229,11 @@ def _running_loss(
 ) -> tuple[float, float]:
     """``(mean loss so far, this step's loss)``; over every process under torchrun, so that
     all of them see a non-finite loss at the same step and stop together."""
+    step = float(loss.detach())
     if not ctx.enabled:
-        return float(total) / seen, float(loss.detach())
-    step = loss.detach().double()
-    bad = (~torch.isfinite(step)).double()
-    t = ctx.all_reduce(
-        torch.stack(
-            [
-                total.detach().double(),
-                torch.tensor(float(seen), dtype=torch.float64, device=total.device),
-                bad,
-            ]
-        )
-    ).tolist()
-    return t[0] / t[1], float("nan") if t[2] > 0 else float(step)
+        return float(total) / seen, step
+    total_all, seen_all, bad = ctx.sum_values(total, seen, not math.isfinite(step))
+    return total_all / seen_all, float("nan") if bad else step
 
 
 # --------------------------------------------------------------------------- the loop
