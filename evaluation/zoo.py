@@ -122,7 +122,20 @@ class TrainedModel:
 
 
 # Config fields that do not change the weights (left out of the cache key).
-_NOT_IN_KEY = ("data", "out", "device", "threads", "progress", "tensorboard", "eval_batch_size")
+# Settings that change where and how fast a model trains, never what it learns (frames in
+# device or pinned host memory give the same batches).
+_NOT_IN_KEY = (
+    "data",
+    "out",
+    "device",
+    "threads",
+    "progress",
+    "tensorboard",
+    "eval_batch_size",
+    "frames_on_device",
+    "pin_memory",
+    "dist_timeout_s",
+)
 
 
 def run_config(

@@ -47,7 +47,9 @@ from typing import Any, TypeVar
 __all__ = [
     "BrokenPool",
     "RemoteTraceback",
+    "die_with_parent",
     "imap_unordered",
+    "pdeathsig_preexec",
     "prepare_worker",
     "spawning",
     "stop_processes",
@@ -101,20 +103,48 @@ def prepare_worker(parent_pid: int) -> None:
     """Make the calling process a well-behaved worker of ``parent_pid``.
 
     It ignores SIGINT (and unblocks it, see :func:`spawning`), dies at once on SIGTERM
-    (the default action), and gets SIGTERM when the parent dies (``prctl``
-    ``PR_SET_PDEATHSIG`` on Linux, plus a daemon thread that watches the parent's pid).
+    (the default action), and gets SIGTERM when the parent dies (:func:`die_with_parent`).
     If the parent is already gone, it exits now.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    die_with_parent(parent_pid)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """SIGTERM for the calling process when ``parent_pid`` (its parent) dies, however it dies.
+
+    ``prctl`` ``PR_SET_PDEATHSIG`` on Linux, plus a daemon thread that watches the parent's
+    pid; exits now if the parent is already gone. What SIGTERM then does is the process's
+    own business (a command line under :func:`tracks.cli.run_main` ends with one line).
+    """
     _set_pdeathsig(signal.SIGTERM)
     if os.getppid() != parent_pid:  # died before the prctl took effect
         os._exit(1)
     threading.Thread(
         target=_watch_parent, args=(parent_pid,), name="parent-watchdog", daemon=True
     ).start()
+
+
+def pdeathsig_preexec(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when this process
+    dies (Linux; elsewhere it does nothing).
+
+    libc is looked up here, in the parent: the function runs between fork and exec, where
+    loading a library could deadlock on a lock another thread held at the fork.
+    """
+    prctl = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return preexec
 
 
 @contextlib.contextmanager

@@ -44,6 +44,7 @@ ENTRY_POINTS = [
     ("tracks.__main__", ["list"]),
     ("tracks.plot", []),
     ("training.bench", []),
+    ("training.gpu_report", []),
     ("training.diagnose", []),
     ("training.evaluate", []),
     ("training.rl", []),

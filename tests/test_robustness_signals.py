@@ -585,6 +585,7 @@ _ENTRY_POINTS = [
     "training.bench",
     "training.diagnose",
     "training.evaluate",
+    "training.gpu_report",
     "training.rl",
     "training.search",
     "training.train",

@@ -33,7 +33,15 @@ import torch
 
 from agents.models import decode_steering, preprocess
 
-__all__ = ["AugmentParams", "augment_batch", "flip_batch", "flip_consistency"]
+__all__ = [
+    "AugmentDraws",
+    "AugmentParams",
+    "apply_augment",
+    "augment_batch",
+    "draw_augment",
+    "flip_batch",
+    "flip_consistency",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,79 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g) * (hi - lo) + lo
 
 
+@dataclass
+class AugmentDraws:
+    """The random draws of one batch, one row per frame (all on the CPU unless moved).
+
+    Drawn once for a whole (global) batch by :func:`draw_augment`; :meth:`select` keeps the
+    rows of the frames one process trains on, so the frames a data-parallel process
+    augments get exactly the draws they get in one process.
+    """
+
+    n: int
+    flipped: torch.Tensor  # bool (n,): mirrored left-right
+    shift_px: torch.Tensor | None  # float (n,): bottom-row shift in pixels (shift on)
+    b: torch.Tensor | None  # float (n, 1, 1, 1): brightness factor (jitter or colour on)
+    c: torch.Tensor | None  # float (n, 1, 1, 1): contrast factor
+    col: torch.Tensor | None  # float (n, 3, 1, 1): per-channel colour gain
+    has_shadow: torch.Tensor | None  # bool (n,): the frame gets a shadow (shadow on)
+    x_top: torch.Tensor | None  # float (n,): shadow edge column at the top row
+    x_bot: torch.Tensor | None  # float (n,): shadow edge column at the bottom row
+    side: torch.Tensor | None  # bool (n,): which side of the edge is dark
+    keep: torch.Tensor | None  # float (n,): brightness kept in the shadow
+
+    def select(self, rows: torch.Tensor) -> AugmentDraws:
+        """The draws of frames ``rows`` (an index into this batch), in that order."""
+        rows = rows.to("cpu")
+
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.index_select(0, rows)
+
+        return AugmentDraws(
+            n=len(rows),
+            flipped=self.flipped.index_select(0, rows),
+            shift_px=pick(self.shift_px),
+            b=pick(self.b),
+            c=pick(self.c),
+            col=pick(self.col),
+            has_shadow=pick(self.has_shadow),
+            x_top=pick(self.x_top),
+            x_bot=pick(self.x_bot),
+            side=pick(self.side),
+            keep=pick(self.keep),
+        )
+
+
+def draw_augment(
+    n: int, width: int, params: AugmentParams, generator: torch.Generator
+) -> AugmentDraws:
+    """Every random draw :func:`apply_augment` needs for ``n`` frames ``width`` pixels wide.
+
+    All draws happen on the CPU from ``generator`` in a fixed order, whatever is switched on,
+    so a run is reproducible and does not depend on the device.
+    """
+    w = width
+    flipped = torch.zeros(n, dtype=torch.bool)
+    if params.flip:
+        flipped = torch.rand(n, generator=generator) < 0.5
+    shift_px = b = c = col = None
+    if params.shift > 0:
+        shift_frac = _uniform(n, -params.shift, params.shift, generator)
+        shift_px = torch.round(shift_frac * w)
+    if params.jitter > 0 or params.colour > 0:
+        b = _uniform(n, 1 - params.jitter, 1 + params.jitter, generator).view(n, 1, 1, 1)
+        c = _uniform(n, 1 - params.jitter, 1 + params.jitter, generator).view(n, 1, 1, 1)
+        col = _uniform(3 * n, 1 - params.colour, 1 + params.colour, generator).view(n, 3, 1, 1)
+    has_shadow = x_top = x_bot = side = keep = None
+    if params.shadow > 0:
+        has_shadow = torch.rand(n, generator=generator) < params.shadow
+        x_top = torch.rand(n, generator=generator) * w
+        x_bot = torch.rand(n, generator=generator) * w
+        side = torch.rand(n, generator=generator) < 0.5
+        keep = _uniform(n, *params.shadow_strength, generator)
+    return AugmentDraws(n, flipped, shift_px, b, c, col, has_shadow, x_top, x_bot, side, keep)
+
+
 def augment_batch(
     x: torch.Tensor,
     steering: torch.Tensor,
@@ -86,30 +167,34 @@ def augment_batch(
     ``x``: float ``(N, 3, H, W)`` in ``[0, 1]`` (not modified). ``steering``: ``(N,)``.
     ``flipped``: bool ``(N,)`` (to mirror class labels or other targets if needed).
     ``generator`` is a CPU generator; all draws happen on the CPU in a fixed order, so the
-    result does not depend on the device.
+    result does not depend on the device. The same as :func:`draw_augment` then
+    :func:`apply_augment`.
+    """
+    return apply_augment(x, steering, params, draw_augment(len(x), x.shape[-1], params, generator))
+
+
+def apply_augment(
+    x: torch.Tensor,
+    steering: torch.Tensor,
+    params: AugmentParams,
+    draws: AugmentDraws,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Augment a preprocessed batch with ``draws`` (one row per frame of ``x``); returns
+    ``(images, steering, flipped)`` as :func:`augment_batch` does.
+
+    Every operation is per frame, so a frame's result does not depend on the other frames
+    of the batch: a process that holds part of a batch (and those frames' draws) gets the
+    same frames as one process holding all of it.
     """
     n, _, h, w = x.shape
+    if draws.n != n:
+        raise ValueError(f"{draws.n} augmentation draws for a batch of {n} frames")
     dev = x.device
     steering = steering.float()
-    flipped = torch.zeros(n, dtype=torch.bool)
-
-    # Draw everything first, in a fixed order, whatever is switched on.
-    if params.flip:
-        flipped = torch.rand(n, generator=generator) < 0.5
-    shift_px = None
-    if params.shift > 0:
-        shift_frac = _uniform(n, -params.shift, params.shift, generator)
-        shift_px = torch.round(shift_frac * w)
-    if params.jitter > 0 or params.colour > 0:
-        b = _uniform(n, 1 - params.jitter, 1 + params.jitter, generator).view(n, 1, 1, 1)
-        c = _uniform(n, 1 - params.jitter, 1 + params.jitter, generator).view(n, 1, 1, 1)
-        col = _uniform(3 * n, 1 - params.colour, 1 + params.colour, generator).view(n, 3, 1, 1)
-    if params.shadow > 0:
-        has_shadow = torch.rand(n, generator=generator) < params.shadow
-        x_top = torch.rand(n, generator=generator) * w
-        x_bot = torch.rand(n, generator=generator) * w
-        side = torch.rand(n, generator=generator) < 0.5
-        keep = _uniform(n, *params.shadow_strength, generator)
+    flipped, shift_px = draws.flipped, draws.shift_px
+    b, c, col = draws.b, draws.c, draws.col
+    has_shadow, x_top, x_bot = draws.has_shadow, draws.x_top, draws.x_bot
+    side, keep = draws.side, draws.keep
 
     # Geometry: flip and shift as one gather along the width, with an int64 source-column
     # index built at the smallest shape that broadcasts.

@@ -1,13 +1,16 @@
 """``python -m training.bench``: training throughput and batch-1 latency of every model.
 
     python -m training.bench [--device auto] [--size 120x160] [--models compact,pilotnet]
-                             [--repeats 5] [--json]
+                             [--repeats 5] [--batch-size N] [--precision fp32|auto|bf16|fp16]
+                             [--channels-last off|auto|on] [--frames-on-device auto|on|off]
+                             [--json]
 
 Per model, on the chosen device:
 
 - **training images/s**: full steps on camera-size ``uint8`` frames (synthetic road images):
   batch gather, preprocessing (resize to the model input), augmentation, forward, backward,
-  AdamW step. Median over ``--repeats`` timed windows.
+  AdamW step, in the precision and memory layout asked for (the defaults, fp32 and NCHW,
+  are what earlier figures were measured with). Median over ``--repeats`` timed windows.
 - **augmentation share**: time spent in ``augment_batch`` over the step time (median).
 - **latency**: batch-1 ``CNNPilot.act`` on a camera frame (numpy in, action out,
   preprocessing included), median and p95. The classical ``EdgePilot`` is timed too.
@@ -34,7 +37,10 @@ from tracks.cli import run_main
 from tracks.common import parse_size
 from training.augment import AugmentParams, augment_batch
 from training.cli import fail
+from training.config import PRECISIONS, SWITCHES
 from training.data import FrameSet
+from training.evaluate import _autocast
+from training.hardware import autocast_dtype, channels_last_for, precision_name
 from training.synthetic import render_road
 from training.trainer import resolve_device
 
@@ -72,18 +78,28 @@ def bench_training(
     repeats: int = 5,
     min_seconds: float = 1.0,
     augment: AugmentParams | None = None,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    frames_on_device: str = "auto",
 ) -> dict[str, Any]:
-    """Median training throughput and augmentation share of ``arch`` on ``device``."""
+    """Median training throughput and augmentation share of ``arch`` on ``device``.
+
+    ``amp_dtype``, ``channels_last`` and ``frames_on_device`` are the training run's GPU-path
+    settings (:mod:`training.hardware`, :meth:`training.data.FrameSet.to`).
+    """
     torch.manual_seed(0)
     bs = batch_size or DEFAULT_BATCH.get(arch, 64)
     model = build_model(arch).to(device).train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     frames = FrameSet(
         images=torch.from_numpy(_frames(max(4 * bs, 256), size)),
         steering=torch.rand(max(4 * bs, 256)) * 2 - 1,
         throttle=torch.zeros(max(4 * bs, 256)),
         episode=np.zeros(max(4 * bs, 256), dtype=np.int32),
-    ).to(device)
+    ).to(device, on_device=frames_on_device)
     aug = augment or AugmentParams()
     g = torch.Generator().manual_seed(0)
     loss_fn = torch.nn.functional.cross_entropy if model.output_kind == "classes" else None
@@ -98,14 +114,19 @@ def bench_training(
         x, s, _ = augment_batch(x, s, aug, g)
         _sync(device)
         ta = time.perf_counter() - ta
-        out = model(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp_dtype):
+            out = model(x)
+        out = out.float()
         if loss_fn is not None:
             loss = loss_fn(out, steering_to_class(s, model.class_values))
         else:
             loss = torch.nn.functional.mse_loss(out[:, 0], s)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         _sync(device)
         return time.perf_counter() - t0, ta
 
@@ -130,6 +151,9 @@ def bench_training(
         "train_images_per_s": float(np.median(rates)),
         "train_images_per_s_all": [round(r, 1) for r in rates],
         "augment_share": float(np.median(shares)),
+        "precision": precision_name(amp_dtype),
+        "channels_last": channels_last,
+        "frames_on": str(frames.images.device),
     }
 
 
@@ -191,6 +215,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="CPU threads for torch (default: none: torch's own choice)",
     )
+    ap.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="training precision as in training.train (auto: bf16/fp16 on CUDA, fp32 on "
+        "the CPU) (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--channels-last",
+        default="off",
+        choices=SWITCHES,
+        help="NHWC model and batches as in training.train (auto: on for CUDA) (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--frames-on-device",
+        default="auto",
+        choices=SWITCHES,
+        help="uint8 frames in GPU memory (off: pinned host memory) (default: %(default)s)",
+    )
     ap.add_argument("--no-edge", action="store_true", help="skip the classical EdgePilot")
     ap.add_argument("--json", action="store_true", help="print JSON")
     args = ap.parse_args(argv)
@@ -203,8 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.repeats < 1 or args.latency_runs < 1:
             raise ValueError("--repeats and --latency-runs must be >= 1")
         device = resolve_device(args.device)
+        amp_dtype = autocast_dtype(args.precision, True, device)
     except ValueError as e:
         return fail(e)
+    channels_last = channels_last_for(args.channels_last, device)
     if args.threads:
         torch.set_num_threads(args.threads)
     env = {
@@ -215,12 +260,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "frame_size": list(size),
+        "precision": precision_name(amp_dtype),
+        "channels_last": channels_last,
     }
     results = []
     timing = {
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "min_seconds": args.min_seconds,
+        "amp_dtype": amp_dtype,
+        "channels_last": channels_last,
+        "frames_on_device": args.frames_on_device,
     }
     for arch in models:
         r = bench_training(arch, device, size, **timing)
@@ -249,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"environment": env, "results": results}, indent=2))
     else:
         print(
-            f"({env['device']} {env['device_name']}, {env['threads']} threads, torch {env['torch']}, frames {size[0]}x{size[1]})"
+            f"({env['device']} {env['device_name']}, {env['threads']} threads, torch {env['torch']}, "
+            f"frames {size[0]}x{size[1]}, {env['precision']}"
+            f"{', channels_last' if channels_last else ''})"
         )
     return 0
 

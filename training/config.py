@@ -35,6 +35,8 @@ ARCHS = ("pilotnet", "compact", "compact_cls", "resnet_cls")
 CLASS_ARCHS = ("compact_cls", "resnet_cls")
 DEVICES = ("auto", "cpu", "cuda")
 STOP_METRICS = ("auto", "dev_mae", "dev_mse", "dev_loss", "dev_macro_f1")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SWITCHES = ("auto", "on", "off")
 
 
 def json_dict(config: Any) -> dict[str, Any]:
@@ -123,7 +125,47 @@ class TrainConfig:
     # --- runtime
     seed: int = 0  # seeds weights, batch order, augmentation and dropout
     device: str = "auto"  # auto | cpu | cuda (cuda:N accepted)
-    amp: bool = True  # mixed precision (bf16 or fp16 autocast) on CUDA only
+    amp: bool = True  # with --precision auto: mixed precision on CUDA; --no-amp: fp32 everywhere
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "auto: bf16 autocast on CUDA where supported, else fp16 with a grad "
+            "scaler, fp32 on the CPU; or fp32, bf16 (CUDA or CPU), fp16 (CUDA)",
+            "choices": PRECISIONS,
+        },
+    )
+    channels_last: str = field(
+        default="auto",
+        metadata={
+            "help": "NHWC memory layout for the model and its batches (tensor cores like it); "
+            "auto: on for CUDA, off on the CPU (convolutions there are faster in NCHW)",
+            "choices": SWITCHES,
+        },
+    )
+    frames_on_device: str = field(
+        default="auto",
+        metadata={
+            "help": "keep the uint8 train/dev frames in the GPU's memory (batches are then "
+            "gathered and augmented there); auto: when they fit in half its free memory",
+            "choices": SWITCHES,
+        },
+    )
+    pin_memory: str = field(
+        default="auto",
+        metadata={
+            "help": "frames left in host memory on CUDA are pinned, and batches are copied "
+            "through pinned buffers asynchronously; auto: on for CUDA",
+            "choices": SWITCHES,
+        },
+    )
+    sync_batch_norm: bool = field(
+        default=True,
+        metadata={
+            "help": "under torchrun with more than one process: batch-norm statistics over "
+            "the global batch, as one process computes them (see training.distributed)"
+        },
+    )
+    dist_timeout_s: float = 600.0  # under torchrun: how long a collective waits for the others
     deterministic: bool = True  # deterministic kernels (CPU results are reproducible)
     threads: int | None = None  # CPU threads for torch; none: torch's default
     eval_batch_size: int = 512  # frames per evaluation batch
@@ -232,6 +274,19 @@ class TrainConfig:
               f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")  # fmt: skip
         check(
             self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"
+        )
+        check(
+            self.precision in PRECISIONS,
+            f"precision must be one of {PRECISIONS}, got {self.precision!r}",
+        )
+        check(self.amp or self.precision in ("auto", "fp32"),
+              f"--no-amp contradicts precision {self.precision}")  # fmt: skip
+        for name in ("channels_last", "frames_on_device", "pin_memory"):
+            value = getattr(self, name)
+            check(value in SWITCHES, f"{name} must be one of {SWITCHES}, got {value!r}")
+        check(
+            0 < finite("dist_timeout_s") <= 86_400,
+            f"dist_timeout_s must be in (0, 86400], got {self.dist_timeout_s}",
         )
         check(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
         check(self.train_eval_frames >= 1, "train_eval_frames must be >= 1")

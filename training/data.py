@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -219,6 +219,8 @@ class FrameSet:
     steering: torch.Tensor
     throttle: torch.Tensor
     episode: np.ndarray  # int32 episode index (into Dataset.episodes) per frame
+    # pinned buffers for batches of host frames on their way to a GPU (made on first use)
+    _stage: _PinnedStage | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -227,28 +229,51 @@ class FrameSet:
     def nbytes(self) -> int:
         return int(self.images.numel() * self.images.element_size())
 
-    def to(self, device: torch.device, *, max_fraction: float = 0.5) -> FrameSet:
-        """Move the frames to ``device`` if they fit in ``max_fraction`` of its free memory.
+    def to(
+        self,
+        device: torch.device,
+        *,
+        max_fraction: float = 0.5,
+        on_device: str = "auto",
+        pin: str = "auto",
+    ) -> FrameSet:
+        """Move the frames to ``device``; returns ``self`` (moved or not).
 
-        Labels always move (they are small). Returns ``self`` (moved or not).
+        Labels always move (they are small). On CUDA the ``uint8`` frames move when
+        ``on_device`` is ``on``, or ``auto`` and they fit in ``max_fraction`` of the GPU's
+        free memory; frames left in host memory are pinned (``pin`` ``auto`` or ``on``),
+        and batches then reach the GPU through pinned staging buffers asynchronously.
+        Other devices: the frames move (``on_device`` ``off`` keeps them on the CPU).
         """
         device = torch.device(device)
         self.steering = self.steering.to(device)
         self.throttle = self.throttle.to(device)
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            if self.nbytes <= max_fraction * free:
-                self.images = self.images.to(device)
+        if device.type == "cpu":
+            return self
+        move = on_device == "on"
+        if on_device == "auto":
+            if device.type == "cuda":
+                free, _ = torch.cuda.mem_get_info(device)
+                move = self.nbytes <= max_fraction * free
+                if not move:
+                    logger.info(
+                        "frames (%.1f GB) stay in host memory (%.1f GB free on %s)",
+                        self.nbytes / 1e9,
+                        free / 1e9,
+                        device,
+                    )
             else:
-                logger.info(
-                    "frames (%.1f GB) stay in pinned host memory (%.1f GB free on %s)",
-                    self.nbytes / 1e9,
-                    free / 1e9,
-                    device,
-                )
-                self.images = self.images.pin_memory()
-        elif device.type != "cpu":
-            self.images = self.images.to(device)
+                move = True
+        if move:
+            try:
+                self.images = self.images.to(device)
+            except torch.OutOfMemoryError:
+                raise ValueError(
+                    f"the frames ({self.nbytes / 1e9:.1f} GB) do not fit in the memory of "
+                    f"{device}: use --frames-on-device auto or off"
+                ) from None
+        elif device.type == "cuda" and pin != "off" and not self.images.is_pinned():
+            self.images = self.images.pin_memory()
         return self
 
     def batch(
@@ -256,12 +281,53 @@ class FrameSet:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(images uint8 NHWC, steering, throttle)`` of frames ``index`` on ``device``."""
         if self.images.device != index.device:
-            x = self.images.index_select(0, index.to(self.images.device))
+            host_index = index.to(self.images.device)
         else:
-            x = self.images.index_select(0, index)
-        x = x.to(device, non_blocking=True)
+            host_index = index
+        device = torch.device(device)
+        if device.type == "cuda" and self.images.device.type == "cpu" and self.images.is_pinned():
+            x = self._staged(host_index, device)
+        else:
+            x = self.images.index_select(0, host_index).to(device, non_blocking=True)
         idx = index.to(self.steering.device)
         return x, self.steering.index_select(0, idx), self.throttle.index_select(0, idx)
+
+    def _staged(self, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """Gather into a pinned buffer and copy it to the GPU asynchronously (a gather into
+        pageable memory would make the copy synchronous)."""
+        if self._stage is None:
+            self._stage = _PinnedStage()
+        return self._stage.copy(self.images, index, device)
+
+
+class _PinnedStage:
+    """Two pinned host buffers used in turn for batches on their way to the GPU.
+
+    While the GPU copies one, the CPU gathers the next batch into the other; before a
+    buffer is reused, the copy that last read it must have finished (its CUDA event).
+    """
+
+    def __init__(self) -> None:
+        self.bufs: list[torch.Tensor] = []
+        self.events: list[Any] = [None, None]
+        self.next = 0
+
+    def copy(self, images: torch.Tensor, index: torch.Tensor, device: torch.device) -> torch.Tensor:
+        n = len(index)
+        if not self.bufs or self.bufs[0].shape[0] < n:
+            shape = (n, *images.shape[1:])
+            self.bufs = [torch.empty(shape, dtype=images.dtype).pin_memory() for _ in range(2)]
+            self.events = [None, None]
+        k, self.next = self.next, 1 - self.next
+        if self.events[k] is not None:
+            self.events[k].synchronize()
+        buf = self.bufs[k][:n]
+        torch.index_select(images, 0, index, out=buf)
+        x = buf.to(device, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+        self.events[k] = event
+        return x
 
 
 def index_batches(

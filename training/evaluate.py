@@ -65,9 +65,10 @@ def compute_loss(
 
 
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
-    if amp_dtype is None or device.type != "cuda":
+    """Autocast to ``amp_dtype`` on ``device`` (CUDA, or bf16 on the CPU); None: fp32."""
+    if amp_dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=amp_dtype)
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 @torch.no_grad()
@@ -78,12 +79,21 @@ def predict_frames(
     *,
     batch_size: int = 512,
     amp_dtype: torch.dtype | None = None,
+    dist: Any = None,
 ) -> torch.Tensor:
-    """Raw model outputs (float32, CPU) for ``frames`` (all, or ``indices``), in eval mode."""
+    """Raw model outputs (float32, CPU) for ``frames`` (all, or ``indices``), in eval mode.
+
+    ``dist`` (a :class:`training.distributed.DistContext` under torchrun): each process
+    predicts its slice of the frames and every process gets all the outputs.
+    """
+    idx = torch.arange(len(frames)) if indices is None else indices
+    if dist is not None and dist.enabled:
+        lo, hi = dist.chunk(len(idx))
+        own = predict_frames(model, frames, idx[lo:hi], batch_size=batch_size, amp_dtype=amp_dtype)
+        return dist.gather_rows(own, len(idx))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    idx = torch.arange(len(frames)) if indices is None else indices
     outs = []
     try:
         for chunk in idx.split(batch_size):
@@ -108,6 +118,7 @@ def evaluate_frames(
     flip_frames: int = 0,
     batch_size: int = 512,
     amp_dtype: torch.dtype | None = None,
+    dist: Any = None,
 ) -> dict[str, Any]:
     """Loss and steering metrics of ``model`` on ``frames`` (eval mode, no augmentation).
 
@@ -116,9 +127,12 @@ def evaluate_frames(
     mean) and with ``report=True`` the per-class table ``classes``; models predicting
     throttle add ``throttle_mae``; ``flip_frames > 0`` adds ``flip_consistency`` on up to
     that many evenly spaced frames.
+
+    ``dist`` (under torchrun): the processes share the work and every one returns the same
+    metrics, computed from the same gathered outputs.
     """
     idx = torch.arange(len(frames)) if indices is None else indices
-    out = predict_frames(model, frames, idx, batch_size=batch_size, amp_dtype=amp_dtype)
+    out = predict_frames(model, frames, idx, batch_size=batch_size, amp_dtype=amp_dtype, dist=dist)
     steering = frames.steering.index_select(0, idx.to(frames.steering.device)).float().cpu()
     throttle = frames.throttle.index_select(0, idx.to(frames.throttle.device)).float().cpu()
     cpu_model_view = _OutputView(model)
@@ -150,8 +164,16 @@ def evaluate_frames(
         m = min(flip_frames, len(idx))
         sel = idx[torch.linspace(0, len(idx) - 1, m).round().long()]
         device = next(model.parameters()).device
-        images, _, _ = frames.batch(sel, device)
-        res["flip_consistency"] = flip_consistency(model, images, batch_size=batch_size)
+        if dist is not None and dist.enabled:
+            lo, hi = dist.chunk(m)
+            own = 0.0
+            if hi > lo:
+                images, _, _ = frames.batch(sel[lo:hi], device)
+                own = flip_consistency(model, images, batch_size=batch_size) * (hi - lo)
+            res["flip_consistency"] = dist.sum_values(own)[0] / m
+        else:
+            images, _, _ = frames.batch(sel, device)
+            res["flip_consistency"] = flip_consistency(model, images, batch_size=batch_size)
     return res
 
 

@@ -142,6 +142,7 @@ class Board:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 def log_epoch(row: dict[str, Any], improved: bool) -> None:

@@ -32,21 +32,26 @@ line too, and every file is written atomically, so none is left half-written).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from tracks.cli import run_main
 from tracks.outputs import check_output_dir, os_error_line
-from training.checkpoints import finish_best_record, load_resume_point, save_epoch
+from training import distributed
+from training.checkpoints import ResumePoint, finish_best_record, load_resume_point, save_epoch
 from training.cli import Parser as _Parser
 from training.cli import fail
 from training.cli import setup_logging as _setup_logging
 from training.config import TrainConfig
 from training.diagnose import diagnose
 from training.errors import RunError, TrainingDiverged
+from training.hardware import channels_last_for, precision_name
 from training.metrics import format_metric
 from training.prepare import PreparedData, load_test_frames, prepare_data
 from training.reporting import (
@@ -111,12 +116,85 @@ def run(
 
     ``data``: already prepared data (hyperparameter search reuses it across trials).
     ``on_epoch_end(epoch, row)`` is called after each epoch's checkpoints are written (the
-    search reports to Optuna there and may raise ``optuna.TrialPruned``).
+    search reports to Optuna there and may raise ``optuna.TrialPruned``); under torchrun,
+    on rank 0 only.
     Raises :class:`RunError` for bad input and :class:`TrainingDiverged` on NaN/inf.
+
+    Under torchrun every process runs this function (:mod:`training.distributed`): each
+    trains on its shard of every global batch; rank 0 alone writes the run directory.
     """
     run_dir = run_directory(cfg)
-    device = resolve_device(cfg.device)
+    ctx = distributed.environment()
+    device = distributed.run_device(cfg.device, ctx)
+    if not ctx.is_main:
+        cfg = replace(cfg, progress=False, tensorboard=False)  # rank 0 shows and logs
     amp_dtype = amp_dtype_for(cfg, device)
+    channels_last = channels_last_for(cfg.channels_last, device)
+    if cfg.batch_size % ctx.world_size:
+        raise distributed.shared(
+            RunError(
+                f"batch_size {cfg.batch_size} is not divisible by the {ctx.world_size} "
+                "processes (each trains on an equal share of the global batch)"
+            )
+        )
+
+    with (
+        runtime(cfg, device),
+        distributed.process_group(ctx, device, cfg.dist_timeout_s) as ctx,
+        distributed.quiet_unless_main(ctx),
+        contextlib.ExitStack() as cleanup,  # unwound first: before the process group goes
+    ):
+        saved = ctx.from_main(lambda: _resume_point(run_dir, resume))
+        seed_everything(cfg.seed)
+        if data is None:
+            data = prepare_data(cfg, saved.split if saved else None)
+        ctx.same_everywhere(data.fingerprint, f"the dataset fingerprint of {cfg.data}")
+        if saved is not None:
+            saved.check_dataset(cfg.data, data)
+        for w in data.warnings:
+            logger.warning("distribution check: %s", w)
+
+        model_args = saved.model_args if saved else model_args_for(cfg, data)
+        trainer = Trainer.build(
+            cfg, data, model_args, device, amp_dtype, dist=ctx, channels_last=channels_last
+        )
+        cleanup.callback(trainer.close)
+        if saved is not None:
+            saved.restore(trainer)
+            logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
+        base = base_error(cfg, data)
+        ctx.from_main(lambda: write_run_files(run_dir, cfg, data))
+        record = checkpoint_record(cfg, data, base)
+        logger.info(
+            "%s: %s on %s (%s%s), %d train / %d dev frames (stride %d), %d parameters",
+            run_dir, cfg.model, device, precision_name(amp_dtype),
+            f", {ctx.world_size} processes of {cfg.batch_size // ctx.world_size} frames per batch"
+            if ctx.enabled else "",
+            len(data.train), len(data.dev), data.stride,
+            sum(p.numel() for p in trainer.model.parameters()),
+        )  # fmt: skip
+        board = Board(run_dir, cfg.tensorboard, trainer.epoch + 1 if saved is not None else None)
+        cleanup.callback(board.close)
+        placement = {"on_device": cfg.frames_on_device, "pin": cfg.pin_memory}
+        data.train.to(device, **placement)
+        data.dev.to(device, **placement)
+        while not trainer.done:
+            row, improved = trainer.run_epoch()
+
+            def after_epoch(row: dict[str, Any] = row, improved: bool = improved) -> None:
+                save_epoch(run_dir, trainer, record, improved)
+                _report_epoch(run_dir, trainer, board, row, improved)
+                if on_epoch_end is not None:
+                    on_epoch_end(trainer.epoch, trainer.history[-1])
+
+            ctx.from_main(after_epoch)
+        board.close()
+        return _finish(run_dir, trainer, base)
+
+
+def _resume_point(run_dir: Path, resume: bool) -> ResumePoint | None:
+    """The saved state to continue from (``--resume``), or None for a fresh run; checks
+    that ``run_dir`` may take the run and can be written."""
     # --resume on a run stopped before its first epoch ended (no saved state) starts it
     # fresh, as a new run into its directory does.
     saved = load_resume_point(run_dir) if resume and has_saved_state(run_dir) else None
@@ -127,42 +205,7 @@ def run(
             run_dir,
         )
     check_output_dir(run_dir)
-
-    with runtime(cfg, device):
-        seed_everything(cfg.seed)
-        if data is None:
-            data = prepare_data(cfg, saved.split if saved else None)
-        if saved is not None:
-            saved.check_dataset(cfg.data, data)
-        for w in data.warnings:
-            logger.warning("distribution check: %s", w)
-
-        model_args = saved.model_args if saved else model_args_for(cfg, data)
-        trainer = Trainer.build(cfg, data, model_args, device, amp_dtype)
-        if saved is not None:
-            saved.restore(trainer)
-            logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
-        base = base_error(cfg, data)
-        write_run_files(run_dir, cfg, data)
-        record = checkpoint_record(cfg, data, base)
-        logger.info(
-            "%s: %s on %s, %d train / %d dev frames (stride %d), %d parameters",
-            run_dir, cfg.model, device, len(data.train), len(data.dev), data.stride,
-            sum(p.numel() for p in trainer.model.parameters()),
-        )  # fmt: skip
-        board = Board(run_dir, cfg.tensorboard, trainer.epoch + 1 if saved is not None else None)
-        data.train.to(device)
-        data.dev.to(device)
-        try:
-            while not trainer.done:
-                row, improved = trainer.run_epoch()
-                save_epoch(run_dir, trainer, record, improved)
-                _report_epoch(run_dir, trainer, board, row, improved)
-                if on_epoch_end is not None:
-                    on_epoch_end(trainer.epoch, trainer.history[-1])
-        finally:
-            board.close()
-        return _finish(run_dir, trainer, base)
+    return saved
 
 
 def _report_epoch(
@@ -191,17 +234,23 @@ def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[st
         format_metric(stopper.best, ".4f"),
     )
     best_row = trainer.restore_best()
-    test_metrics: dict[str, Any] | None = None
-    if data.split["test"]:
-        metrics = trainer.test_metrics(load_test_frames(cfg, data))
-        test_metrics = write_test_metrics(
-            run_dir, metrics, len(data.split["test"]), stopper.best_epoch
-        )
-    diag = diagnose(best_row["train_mae"], best_row["dev_mae"], base[0], base_note=base[1])
-    write_diagnosis(run_dir, diag)
+
+    def write_end() -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        test_metrics: dict[str, Any] | None = None
+        if data.split["test"]:
+            metrics = trainer.test_metrics(load_test_frames(cfg, data))
+            test_metrics = write_test_metrics(
+                run_dir, metrics, len(data.split["test"]), stopper.best_epoch
+            )
+        diag = diagnose(best_row["train_mae"], best_row["dev_mae"], base[0], base_note=base[1])
+        write_diagnosis(run_dir, diag)
+        finish_best_record(run_dir, test_metrics, diag, reason, epochs_run)
+        plot_curves(run_dir / "curves.png", history, stopper.best_epoch, cfg.resolved_stop_metric)
+        return test_metrics, diag
+
     epochs_run = history[-1]["epoch"] if history else 0
-    finish_best_record(run_dir, test_metrics, diag, reason, epochs_run)
-    plot_curves(run_dir / "curves.png", history, stopper.best_epoch, cfg.resolved_stop_metric)
+    # Under torchrun rank 0 tests and writes; every process returns the same summary.
+    test_metrics, diag = trainer.dist.from_main(write_end)
     return {
         "run_dir": str(run_dir),
         "best_epoch": stopper.best_epoch,
@@ -222,16 +271,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     try:
         cfg = config_from_args(args)
+    except (RunError, ValueError) as e:
+        # The same flags on every process under torchrun: rank 0 says it.
+        return fail(e) if distributed.is_main_process() else distributed.stand_down(2)
+    try:
         summary = run(cfg, resume=args.resume)
     except (RunError, ValueError) as e:
-        return fail(e)
+        return _fail(e)
     except OSError as e:  # while writing (--out was checked up front): no traceback
-        return fail(os_error_line(e, getattr(args, "out", None)))
+        return _fail(e, os_error_line(e, getattr(args, "out", None)))
     except TrainingDiverged as e:
+        if not distributed.is_main_process():  # every process stops at the same step
+            return distributed.stand_down(1)
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1
-    print(format_summary(summary))
+    if distributed.is_main_process():
+        print(format_summary(summary))
     return 0
+
+
+def _fail(error: BaseException, line: object = None) -> int:
+    """Report ``error`` (as ``line``) once: rank 0 reports what every process shares, other
+    ranks only what they alone found (named ``rank N:``); returns 2."""
+    text = error if line is None else line
+    if distributed.is_main_process():
+        return fail(text)
+    if not getattr(error, "shared", False):
+        return fail(f"rank {os.environ.get('RANK')}: {text}")
+    return distributed.stand_down(2)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,12 @@ from training.errors import RunError
 
 __all__ = ["RESUME_FIELDS", "build_parser", "config_from_args"]
 
-#: Fields that may change when resuming (they do not affect the weights).
-RESUME_FIELDS = {"epochs", "device", "threads", "progress", "tensorboard", "data", "verify"}
+#: Fields that may change when resuming (they do not affect the weights, or only by float
+#: rounding: the memory layout; the number of torchrun processes may change too).
+RESUME_FIELDS = {
+    "epochs", "device", "threads", "progress", "tensorboard", "data", "verify",
+    "frames_on_device", "pin_memory", "channels_last", "dist_timeout_s",
+}  # fmt: skip
 _FIELDS = frozenset(f.name for f in fields(TrainConfig))
 
 

@@ -10,6 +10,7 @@ resumed run match an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -25,11 +26,13 @@ import torch
 from agents.base import resolve_device as _resolve_device_name
 from agents.models import IMAGENET_MEAN, IMAGENET_STD, SteeringNet, build_model, preprocess
 from tracks.progress import progress_bar
-from training.augment import augment_batch
+from training.augment import apply_augment, draw_augment
 from training.config import TrainConfig
 from training.data import FrameSet, index_batches
+from training.distributed import DistContext, wrap_model
 from training.errors import RunError, TrainingDiverged
 from training.evaluate import _autocast, compute_loss, evaluate_frames
+from training.hardware import autocast_dtype
 from training.prepare import PreparedData, channel_stats
 from training.reporting import clean
 from training.state import EarlyStopping
@@ -48,6 +51,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Seed stream of the dropout masks of process ``rank > 0`` is this plus its rank.
+_DROPOUT_STREAM = 1000
 
 
 # --------------------------------------------------------------------------- runtime
@@ -94,10 +100,9 @@ def runtime(cfg: TrainConfig, device: torch.device) -> Iterator[None]:
 
 
 def amp_dtype_for(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (bf16 where supported, else fp16) on CUDA with ``amp``; else None."""
-    if not cfg.amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """The autocast dtype of ``cfg.precision`` on ``device`` (:mod:`training.hardware`):
+    ``auto`` is bf16 where supported, else fp16, on CUDA with ``amp``; None is fp32."""
+    return autocast_dtype(cfg.precision, cfg.amp, device)
 
 
 # --------------------------------------------------------------------------- model
@@ -143,14 +148,24 @@ def train_one_epoch(
     device: torch.device,
     epoch: int,
     amp_dtype: torch.dtype | None,
+    *,
+    dist: DistContext | None = None,
+    net: torch.nn.Module | None = None,
+    channels_last: bool = False,
 ) -> tuple[float, int]:
     """One pass over the training frames; returns ``(mean loss, images seen)``.
 
     Batch order and augmentation draws come from a generator seeded by (seed, epoch), and
     the global torch RNG (dropout) is re-seeded per epoch, so an epoch is reproducible on
     its own: the property that makes ``--resume`` match an uninterrupted run.
+
+    Under torchrun (``dist``), each process trains on its shard of every global batch
+    through ``net`` (the DDP wrapper of ``model``); the loss and images returned are the
+    global batch's (:mod:`training.distributed`).
     """
-    torch.manual_seed(seed_for(cfg.seed, epoch, 0))
+    ctx = dist or DistContext()
+    # Dropout: rank 0 keeps the single-process stream; the others get their own masks.
+    torch.manual_seed(seed_for(cfg.seed, epoch, 0 if ctx.is_main else _DROPOUT_STREAM + ctx.rank))
     g = torch.Generator().manual_seed(seed_for(cfg.seed, epoch, 1))
     batches = index_batches(len(frames), cfg.batch_size, generator=g, drop_last=True)
     aug = cfg.augment
@@ -165,24 +180,36 @@ def train_one_epoch(
         leave=False,
         enabled=cfg.progress,
     )
+    forward = net if net is not None else model
     for step, idx in enumerate(bar):
-        x8, steering, throttle = frames.batch(idx, device)
+        local, pos = ctx.shard(idx)
+        x8, steering, throttle = frames.batch(local, device)
         x = preprocess(x8, model.input_size)
         if aug.enabled:
-            x, steering, _ = augment_batch(x, steering, aug, g)
+            # Drawn for the whole global batch: a frame gets the draws it gets in one process.
+            draws = draw_augment(len(idx), x.shape[-1], aug, g)
+            x, steering, _ = apply_augment(
+                x, steering, aug, draws if pos is None else draws.select(pos)
+            )
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp_dtype):
-            out = model(x)
+            out = forward(x)
         loss = compute_loss(model, out, steering, throttle, **loss_kwargs(cfg))
-        total += loss.detach() * len(idx)
-        seen += len(idx)
+        total += loss.detach() * len(local)
+        seen += len(local)
         if step % check_every == 0 or step == len(batches) - 1:
-            value = float(total) / seen
-            if not math.isfinite(float(loss.detach())) or not math.isfinite(value):
+            value, step_loss = _running_loss(ctx, total, seen, loss)
+            if not math.isfinite(step_loss) or not math.isfinite(value):
                 raise TrainingDiverged(
-                    f"loss became {float(loss.detach())} at epoch {epoch}, step {step + 1} "
+                    f"loss became {step_loss} at epoch {epoch}, step {step + 1} "
                     f"(lr {cfg.lr:g}); the best checkpoint was left untouched"
                 )
             bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        if pos is not None:
+            # DDP averages the processes' gradients: weighting each process's mean loss by
+            # its share of the batch makes that the gradient of the global batch's mean.
+            loss = loss * (len(local) * ctx.world_size / len(idx))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip is not None:
@@ -191,7 +218,22 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
     bar.close()
+    if ctx.enabled:
+        total_all, seen_all = ctx.sum_values(total, seen)
+        return total_all / max(seen_all, 1), int(seen_all)
     return float(total) / max(seen, 1), seen
+
+
+def _running_loss(
+    ctx: DistContext, total: torch.Tensor, seen: int, loss: torch.Tensor
+) -> tuple[float, float]:
+    """``(mean loss so far, this step's loss)``; over every process under torchrun, so that
+    all of them see a non-finite loss at the same step and stop together."""
+    step = float(loss.detach())
+    if not ctx.enabled:
+        return float(total) / seen, step
+    total_all, seen_all, bad = ctx.sum_values(total, seen, not math.isfinite(step))
+    return total_all / seen_all, float("nan") if bad else step
 
 
 # --------------------------------------------------------------------------- the loop
@@ -200,7 +242,9 @@ class Trainer:
     """A model with its optimiser, grad scaler and early stopping, trained epoch by epoch.
 
     ``history`` holds one JSON-safe metrics row per finished epoch; ``best_state`` the
-    weights (on the CPU) of the best epoch so far.
+    weights (on the CPU) of the best epoch so far. Under torchrun, ``net`` is the DDP
+    wrapper the training step calls (``model`` in one process) and ``dist`` says where
+    this process stands (:mod:`training.distributed`).
     """
 
     cfg: TrainConfig
@@ -215,6 +259,9 @@ class Trainer:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_state: dict[str, torch.Tensor] | None = None
     epoch: int = 0
+    dist: DistContext = field(default_factory=DistContext)
+    net: torch.nn.Module | None = None  # what the training step calls; None: the model
+    channels_last: bool = False  # model and batches in the NHWC memory layout
 
     @classmethod
     def build(
@@ -224,13 +271,21 @@ class Trainer:
         model_args: dict[str, Any],
         device: torch.device,
         amp_dtype: torch.dtype | None,
+        *,
+        dist: DistContext | None = None,
+        channels_last: bool = False,
     ) -> Trainer:
-        """A fresh model (weights seeded by ``cfg.seed``) and optimiser on ``device``."""
+        """A fresh model (weights seeded by ``cfg.seed``) and optimiser on ``device``;
+        under torchrun (``dist``) with synchronised batch norm, wrapped in DDP."""
+        ctx = dist or DistContext()
         torch.manual_seed(cfg.seed)
         try:
             model = build_model(cfg.model, **model_args).to(device)
         except ValueError as e:
             raise RunError(str(e)) from None
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model, net = wrap_model(model, ctx, device, sync_bn=cfg.sync_batch_norm)
         g = torch.Generator().manual_seed(seed_for(cfg.seed, 0, 2))
         n_eval = min(cfg.train_eval_frames, len(data.train))
         return cls(
@@ -243,7 +298,17 @@ class Trainer:
             device=device,
             amp_dtype=amp_dtype,
             train_eval_idx=torch.randperm(len(data.train), generator=g)[:n_eval].sort().values,
+            dist=ctx,
+            net=net if ctx.enabled else None,
+            channels_last=channels_last,
         )
+
+    def close(self) -> None:
+        """Let go of the DDP wrapper now: freed after its process group is destroyed, its
+        reducer can hang the process at exit."""
+        if self.net is not None:
+            self.net = None
+            gc.collect()
 
     @property
     def done(self) -> bool:
@@ -259,7 +324,8 @@ class Trainer:
         t0 = time.perf_counter()
         train_loss, seen = train_one_epoch(
             self.model, self.optimizer, self.scaler, self.data.train, cfg, self.device,
-            self.epoch, self.amp_dtype,
+            self.epoch, self.amp_dtype, dist=self.dist, net=self.net,
+            channels_last=self.channels_last,
         )  # fmt: skip
         t_train = time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": self.epoch, "train_loss": train_loss}
@@ -308,10 +374,14 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Train error (fixed subset) and dev metrics in eval mode, without augmentation."""
         cfg = self.cfg
+        # Every process evaluates with rank 0's batch-norm statistics, on its share of the
+        # frames; all then compute the same metrics from the gathered outputs.
+        self.dist.broadcast_buffers(self.model)
         kw = {
             "batch_size": cfg.eval_batch_size,
             "amp_dtype": self.amp_dtype,
             "loss_kwargs": loss_kwargs(cfg),
+            "dist": self.dist,
         }
         tr = evaluate_frames(self.model, self.data.train, self.train_eval_idx, **kw)
         dv = evaluate_frames(self.model, self.data.dev, flip_frames=cfg.flip_eval_frames, **kw)
