@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.base import read_description
+from agents.base import read_description, resolve_checkpoint_json
 
-__all__ = ["KINDS", "PilotKind", "kind_of", "load_pilot", "resolve_spec"]
+__all__ = ["KINDS", "PilotKind", "kind_of", "load_pilot", "pilot_files", "resolve_spec"]
 
 #: Fields that mark a JSON description as a stable-baselines3 agent.
 SB3_KEYS = ("algo", "algorithm", "sb3_version", "stable_baselines3_version", "sb3")
@@ -175,3 +175,43 @@ def load_pilot(spec: str, device: str = "cpu", speed: float = 2.0) -> Any:
     """The pilot named by ``spec`` on ``device`` (``speed``: the expert's cruise speed)."""
     kind, target = resolve_spec(spec)
     return kind.load(target, device=device, speed=speed)
+
+
+def pilot_files(spec: str) -> tuple[str, list[Path]] | None:
+    """What a pilot is loaded from: ``(entry, files)``, or None for a keyword pilot.
+
+    ``files`` are every file :func:`load_pilot` reads for ``spec``; copied together into
+    one directory, the pilot loads again from the file named ``entry`` there. A kind
+    that owns a file suffix (``.onnx``) is that one file; a kind known by its JSON
+    description is the description and the weights file it names (beside it). This is
+    how a pilot travels by content to a machine without the same file system
+    (``evaluation.backends``).
+    """
+    kind, target = resolve_spec(spec)
+    if target is None:
+        return None
+    if target.is_file() and target.suffix.lower() in kind.suffixes:
+        return target.name, [target]
+    if kind.describes is None:
+        raise ValueError(f"{spec}: cannot tell which files a {kind.name} pilot is loaded from")
+    if target.is_dir():
+        found = [j for j in sorted(target.glob("*.json")) if _described_file(j) is kind]
+        best = target / "best.json"
+        desc = best if best in found else (found[0] if len(found) == 1 else None)
+        if desc is None:
+            raise ValueError(f"{target}: no single {kind.name} description in this directory")
+    else:
+        desc = resolve_checkpoint_json(target, kind.name)
+    weights = _read_json(desc).get("weights")
+    if not isinstance(weights, str) or Path(weights).name != weights:
+        raise ValueError(f"{desc}: its 'weights' must name a file beside it, got {weights!r}")
+    if not (desc.parent / weights).is_file():
+        raise ValueError(f"{desc.parent / weights}: weights named by {desc.name} not found")
+    return desc.name, [desc, desc.parent / weights]
+
+
+def _described_file(path: Path) -> PilotKind | None:
+    try:
+        return _described(_read_json(path))
+    except ValueError:
+        return None

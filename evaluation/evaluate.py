@@ -7,7 +7,9 @@ A pilot is ``expert``, ``classical``, a CNN checkpoint or a stable-baselines3 ag
 (:mod:`evaluation.pilots`). Each pilot is loaded once here and, with ``--latency
 measured``, its batch-1 inference time is measured once on ``--device`` before the
 runs are dispatched to ``--workers`` processes, so every run of a pilot charges the
-same latency (:mod:`evaluation.runner` explains the latency model). ``--sweep`` also
+same latency (:mod:`evaluation.runner` explains the latency model). ``--backend ray
+[--address auto|HOST:PORT|ray://HOST:PORT]`` runs them as tasks on a Ray cluster instead
+(:mod:`evaluation.backends`), the pilots shipped by content. ``--sweep`` also
 runs each pilot, track and direction at increasing fixed latencies and reports the
 largest one at which it still laps cleanly.
 
@@ -23,7 +25,9 @@ staleness against. ``--db none`` stores nothing. ``--sweep`` also writes
 ``OUT/sweep.png``. :func:`evaluate` does the same in-process (storing nothing unless
 ``db`` is given) for the leaderboard's main job, which stores its rows itself. Bad input
 is one ``error:`` line and exit status 2; a leaderboard file that cannot be written is
-one, before any run starts.
+one, before any run starts. A pilot that cannot be loaded where its runs execute is one
+``error:`` line (which pilot, where, why) and exit status 1, after the other runs have
+finished and their rows are stored.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from agents.base import PilotNeeds, pilot_metadata, pilot_needs
 from agents.loop import ClosedLoop
 from agents.registry import load_pilot
 from evaluation import runner
+from evaluation.backends import BACKENDS, Backend, RunsIncomplete, check_backend
 from evaluation.cars import get_car
 from evaluation.charge import LatencyCharge, load_profiles, resolve_charge
 from evaluation.latency import (
@@ -76,6 +81,7 @@ from tracks.common import DIRECTIONS
 __all__ = [
     "DEFAULT_OUT",
     "EvalConfig",
+    "IncompleteEvaluation",
     "PilotInfo",
     "evaluate",
     "format_sweep",
@@ -120,7 +126,22 @@ class EvalConfig:
         },
     )
     seeds: tuple[int, ...] = (0,)  # comma-separated seeds: one run per seed
-    workers: int = 1  # processes for the runs (1: in this process)
+    workers: int = 1  # processes for the runs (1: in this process); ray: CPUs of a local instance
+    backend: str = field(
+        default="pool",
+        metadata={
+            "choices": BACKENDS,
+            "help": "where the runs execute: pool (this machine's processes) or ray (a Ray "
+            "cluster, each run a task; pip install -e '.[ray]')",
+        },
+    )
+    address: str | None = field(
+        default=None,
+        metadata={
+            "help": "the Ray cluster for --backend ray: auto (this machine's), HOST:PORT or "
+            "ray://HOST:PORT; none: a Ray instance started here with --workers CPUs"
+        },
+    )
     device: str = "cpu"  # where pilots run: cpu, cuda, cuda:N or auto
     sweep: bool = False  # also sweep fixed latencies (first seed only)
     sweep_latencies_ms: tuple[float, ...] = field(
@@ -160,6 +181,15 @@ class EvalConfig:
             raise ValueError(f"seeds must be integers >= 0, got {list(self.seeds)}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.address is not None and self.backend != "ray":
+            raise ValueError("--address is for --backend ray")
+        if self.address is not None and self.video_dir:
+            raise ValueError(
+                "--video with --address: each video would be written on the cluster node that "
+                "ran it; make videos with the process pool or a local Ray instance"
+            )
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise ValueError(f"max_time_s must be > 0, got {self.max_time_s}")
         if any(not math.isfinite(v) or v < 0 for v in self.sweep_latencies_ms):
@@ -176,6 +206,15 @@ class EvalConfig:
     @property
     def latency_setting(self) -> LatencySetting:
         return parse_latency(self.latency)
+
+
+class IncompleteEvaluation(ValueError):
+    """Some runs were not made (their pilot could not be loaded where they ran); ``rows``
+    are the other runs' rows, stored all the same when the evaluation stores rows."""
+
+    def __init__(self, message: str, rows: list[ResultRow]) -> None:
+        super().__init__(message)
+        self.rows = rows
 
 
 @dataclass
@@ -352,13 +391,23 @@ def eval_context(cfg: EvalConfig, device: str) -> dict[str, Any]:
     }
 
 
-def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]:
+def run_evaluation(
+    cfg: EvalConfig, *, progress: bool = True, backend: Backend | None = None
+) -> list[ResultRow]:
     """Run ``cfg``: load and time each pilot, run every job, return the rows, and store
-    them in ``cfg.db`` (one transaction) when it is set."""
+    them in ``cfg.db`` (one transaction) when it is set.
+
+    The runs execute on ``backend`` when given (an open one, left open: the leaderboard
+    evaluates several times on one cluster), else on ``cfg.backend``. When some runs'
+    pilot cannot be loaded where they execute, the others' rows are still stored and
+    :class:`IncompleteEvaluation` is raised.
+    """
     device = resolve_device(cfg.device)
     setting = cfg.latency_setting
     for t in cfg.tracks:  # fail before any work on a bad track
         load_track(t)
+    if backend is None:  # ... or on a cluster that is not there
+        check_backend(cfg.backend, cfg.address)
     if cfg.video_dir:  # ... or an ffmpeg that cannot write the videos
         from sim.mp4 import check_ffmpeg
 
@@ -383,7 +432,12 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]
     # bad pilot leaves no new file behind.
     store = Store(cfg.db) if cfg.db else None
     try:
-        rows = _run(cfg, device, pilots, progress)
+        try:
+            rows = _run(cfg, device, pilots, progress, backend)
+        except IncompleteEvaluation as e:  # the runs that were made are stored all the same
+            if store is not None and e.rows:
+                store.add(closed_loop=e.rows, context=eval_context(cfg, device))
+            raise
         if store is not None:
             store.add(closed_loop=rows, context=eval_context(cfg, device))
     finally:
@@ -392,8 +446,15 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> list[ResultRow]
     return rows
 
 
-def _run(cfg: EvalConfig, device: str, pilots: list[PilotInfo], progress: bool) -> list[ResultRow]:
-    """Every run of ``pilots`` (and the sweep points), as rows."""
+def _run(
+    cfg: EvalConfig,
+    device: str,
+    pilots: list[PilotInfo],
+    progress: bool,
+    backend: Backend | None = None,
+) -> list[ResultRow]:
+    """Every run of ``pilots`` (and the sweep points), as rows; :class:`IncompleteEvaluation`
+    (with the rows of the runs that were made) when some pilot could not be loaded."""
 
     def job(p: PilotInfo, track: str, direction: str, seed: int, **kw: Any) -> RunJob:
         return RunJob(
@@ -439,21 +500,42 @@ def _run(cfg: EvalConfig, device: str, pilots: list[PilotInfo], progress: bool) 
                         )
                         jobs.append((j, p, True))
 
-    results = run_many([j for j, _, _ in jobs], cfg.workers, progress=progress)
+    try:
+        results: list[RunResult | None] = list(
+            run_many(
+                [j for j, _, _ in jobs],
+                cfg.workers,
+                progress=progress,
+                backend=backend or cfg.backend,
+                address=cfg.address,
+            )
+        )
+        incomplete = None
+    except RunsIncomplete as e:
+        results, incomplete = e.results, e
     date = now_iso()
-    rows = [make_row(r, p, sweep=s, date=date) for r, (_, p, s) in zip(results, jobs, strict=True)]
-    swept = [r for r, (_, _, s) in zip(results, jobs, strict=True) if s]
+    done = [(r, p, s) for r, (_, p, s) in zip(results, jobs, strict=True) if r is not None]
+    rows = [make_row(r, p, sweep=s, date=date) for r, p, s in done]
+    swept = [r for r, _, s in done if s]
     if cfg.out_dir and swept:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         plot_sweep(swept, out / "sweep.png")
+    if incomplete is not None:
+        raise IncompleteEvaluation(str(incomplete), rows)
     return rows
 
 
 def evaluate(
-    pilot_specs: Sequence[str], *, progress: bool = True, **settings: Any
+    pilot_specs: Sequence[str],
+    *,
+    progress: bool = True,
+    backend: str | Backend | None = None,
+    **settings: Any,
 ) -> list[ResultRow]:
-    """Evaluate pilots in-process; ``settings`` are :class:`EvalConfig` fields.
+    """Evaluate pilots in-process; ``settings`` are :class:`EvalConfig` fields. The runs
+    execute on ``backend``: a name (:data:`evaluation.backends.BACKENDS`, opened for
+    this call) or an open :class:`~evaluation.backends.Backend` (left open).
 
     Returns one row per pilot x track x direction x seed (``sweep=False``) and, with
     ``sweep=True``, one per sweep point (``sweep=True``). Nothing is stored unless ``db``
@@ -465,7 +547,10 @@ def evaluate(
             settings[key] = tuple([value] if isinstance(value, str) else value)
     if isinstance(pilot_specs, str):
         pilot_specs = [pilot_specs]
-    return run_evaluation(EvalConfig(pilots=tuple(pilot_specs), **settings), progress=progress)
+    if isinstance(backend, str):
+        settings["backend"], backend = backend, None
+    cfg = EvalConfig(pilots=tuple(pilot_specs), **settings)
+    return run_evaluation(cfg, progress=progress, backend=backend)
 
 
 # --------------------------------------------------------------------------- output
@@ -548,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
-        help="processes for the runs (default: all cores, %(default)s here)",
+        help="processes for the runs (default: all cores, %(default)s here); with --backend "
+        "ray and no --address, the CPUs of the Ray instance started here",
     )
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     p.add_argument(
@@ -597,9 +683,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             db=db,
         )
         rows = run_evaluation(cfg, progress=not args.no_progress)
+    except IncompleteEvaluation as e:
+        print(f"error: {e}", file=sys.stderr)
+        where = "not stored (--db none)" if db is None else f"stored in {db}"
+        print(f"the other {len(e.rows)} rows {where}", file=sys.stderr)
+        return 1
     except (ValueError, OSError, StoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # the cluster failed a run (a worker died past its retries)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     main_rows = [r for r in rows if not r.sweep]
     sweep_rows = [r for r in rows if r.sweep]
     if args.json:

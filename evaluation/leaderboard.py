@@ -19,7 +19,9 @@ Steps (each a function, testable with tiny settings; every name is importable fr
    clean and again with domain randomisation (the board's robustness column);
    the zoo again in closed loop at the latency estimated for the preset's reference car
    computer (``--car``, :mod:`evaluation.cars`); a latency sweep for the pilots the
-   story needs. One store transaction.
+   story needs. One store transaction. ``--backend ray [--address ...]`` runs these
+   closed-loop runs as tasks on a Ray cluster (:mod:`evaluation.backends`); recording and
+   training stay on this machine.
 4. :func:`~evaluation.story.story_checks` and :func:`write_leaderboard`: the expected
    outcome checked honestly, the reports written (terminal, Markdown, CSV, HTML) and their
    paths printed.
@@ -52,6 +54,7 @@ import numpy as np
 import torch
 
 from agents.classical import EdgePilot
+from evaluation.backends import BACKENDS, Backend, check_backend, open_backend
 from evaluation.cars import get_car
 from evaluation.evaluate import evaluate
 from evaluation.presets import FULL, PRESETS, QUICK, ROLES, TINY, ModelSpec, Preset
@@ -209,12 +212,14 @@ def evaluate_zoo(
     progress: bool = False,
     say: Callable[[str], None] = print,
     video_dir: str | None = None,
+    backend: Backend | None = None,
 ) -> Evaluation:
     """Step 3: offline table and closed-loop runs (measured latency) of the zoo, the
     expert and the classical pilot; with ``preset.robustness`` the same runs again with
     domain randomisation (the board's robustness column); latency sweep of
     ``preset.sweep_roles``; one store transaction. ``video_dir``: an MP4 of every run on
-    this machine (clean and randomised) there, shown in the HTML report."""
+    this machine (clean and randomised) there, shown in the HTML report. The runs execute
+    on ``backend`` (default: the process pool with ``workers``)."""
     device = device or preset.eval_device
     specs = ["expert", "classical", *(str(m.run_dir) for m in zoo.values())]
     names = {"expert": "expert", "classical": "classical"}
@@ -225,6 +230,7 @@ def evaluate_zoo(
         seeds=(seed,),
         workers=workers,
         device=device,
+        backend=backend,
     )
     t0 = time.perf_counter()
     rows = evaluate(
@@ -386,6 +392,21 @@ class LeaderboardConfig:
         },
     )
     force: bool = False  # ignore caches: record and train again
+    backend: str = field(
+        default="pool",
+        metadata={
+            "choices": BACKENDS,
+            "help": "where the closed-loop runs execute: pool (this machine's processes) or "
+            "ray (a Ray cluster; pip install -e '.[ray]')",
+        },
+    )
+    address: str | None = field(
+        default=None,
+        metadata={
+            "help": "the Ray cluster for --backend ray: auto, HOST:PORT or ray://HOST:PORT; "
+            "none: a Ray instance started here with --workers CPUs"
+        },
+    )
     progress: bool = False  # progress bars for the closed-loop runs
     video: bool = False  # an MP4 of every closed-loop run on this machine (OUT/videos), shown in the HTML report
 
@@ -396,6 +417,15 @@ class LeaderboardConfig:
             raise ValueError("--workers and --threads must be >= 1")
         if self.car is not None:
             get_car(self.car)
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.address is not None and self.backend != "ray":
+            raise ValueError("--address is for --backend ray")
+        if self.address is not None and self.video:
+            raise ValueError(
+                "--video with --address: each video would be written on the cluster node that "
+                "ran it; make videos with the process pool or a local Ray instance"
+            )
 
 
 def presets_help(width: int = 78) -> str:
@@ -453,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(cfg.threads)
         # Opened and checked (integrity, schema, a write rolled back) before a minute is
         # spent recording and training: a bad --db is one error line now, not at [3/4].
+        # Likewise the cluster: an unreachable --address is an error before any work.
+        check_backend(cfg.backend, cfg.address)
         store = Store(db)
     except (StoreError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -476,7 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(ccw, cw), latency measured here"
             + (f" and estimated for {preset.reference_car}" if preset.reference_car else "")
         )
-        with _timed(timings, "evaluate"):
+        with (
+            _timed(timings, "evaluate"),
+            open_backend(cfg.backend, workers=cfg.workers, address=cfg.address) as backend,
+        ):
             ev = evaluate_zoo(
                 preset,
                 zoo,
@@ -484,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 store,
                 device=cfg.eval_device,
                 progress=cfg.progress,
+                backend=backend,
                 video_dir=str(out / "videos") if cfg.video else None,
                 **kw,
             )

@@ -7,18 +7,22 @@ evaluation; its docstring states the latency model. Here:
 :func:`run_closed_loop` builds the env a pilot needs (its ``needs``: observation mode,
 camera, throttle) and drives one run with interventions (``"recentre"``), optionally
 writing a video; :func:`run_many` runs many jobs (pilot specs, loaded inside each
-worker through ``agents.registry``) in the one process pool (``sim.pool``);
+worker through ``agents.registry``) on an execution backend (:mod:`evaluation.backends`:
+the process pool ``sim.pool`` by default, or a Ray cluster); a run whose pilot cannot be
+loaded where it runs is reported (:class:`~evaluation.backends.RunFailure`) while the
+others finish;
 :func:`sweep_latency` runs one pilot at increasing fixed latencies and
 :func:`max_ok_latency` reads the answer off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +39,10 @@ from agents.loop import (
     default_max_time,
 )
 from agents.registry import load_pilot
+from evaluation.backends import Backend, RunFailure, RunsIncomplete, open_backend
+from evaluation.backends.base import this_host
 from evaluation.latency import LATENCY_MODES
 from sim.env import TrackEnv
-from sim.pool import imap_unordered
 from tracks.progress import progress_bar
 
 __all__ = [
@@ -213,9 +218,14 @@ def _cached_pilot(spec: str, device: str, speed: float) -> Any:
     return _PILOT_CACHE[key]
 
 
-def run_job(job: RunJob) -> RunResult:
-    """Load the job's pilot (cached per process) and run it."""
-    pilot = _cached_pilot(job.pilot_spec, job.device, job.speed)
+def run_job(job: RunJob) -> RunResult | RunFailure:
+    """Load the job's pilot (cached per process) and run it; a pilot that cannot be
+    loaded here is a :class:`RunFailure` (which pilot, why, on which machine)."""
+    try:
+        pilot = _cached_pilot(job.pilot_spec, job.device, job.speed)
+    except (ValueError, OSError) as e:
+        logger.debug("pilot %r could not be loaded: %s", job.pilot_spec, e)
+        return RunFailure(job.pilot_spec, str(e), this_host())
     if "torch" in sys.modules:  # a torch pilot: seed any sampling it does
         sys.modules["torch"].manual_seed(job.seed)
     return run_closed_loop(
@@ -249,28 +259,55 @@ def _worker_init() -> None:
     logging.basicConfig(level=logging.WARNING)
 
 
+@contextlib.contextmanager
+def _using(backend: str | Backend, workers: int, address: str | None) -> Iterator[Backend]:
+    if isinstance(backend, Backend):  # the caller's: it stays open
+        yield backend
+        return
+    with open_backend(backend, workers=workers, address=address) as opened:
+        yield opened
+
+
 def run_many(
     jobs: Sequence[RunJob],
     workers: int = 1,
     *,
     progress: bool = True,
     desc: str = "closed loop",
+    backend: str | Backend = "pool",
+    address: str | None = None,
 ) -> list[RunResult]:
-    """Run ``jobs`` in the process pool (``sim.pool``); results in the order of ``jobs``.
+    """Run ``jobs`` on ``backend``; results in the order of ``jobs``.
 
-    ``workers=1`` runs them in this process (no pool). Latencies must already be in
-    the jobs (measure them once per pilot in the parent, :func:`evaluation.evaluate.
-    prepare_pilot`), so that all runs of a pilot charge the same L. One failed run
-    fails the evaluation: the runs not yet started are cancelled.
+    ``backend`` is a name (:data:`evaluation.backends.BACKENDS`; opened for this call:
+    ``workers`` processes, or for ``ray`` the cluster at ``address``) or an open
+    :class:`~evaluation.backends.Backend`. With the default process pool, ``workers=1``
+    runs them in this process. Latencies must already be in the jobs (measure them once
+    per pilot in the parent, :func:`evaluation.evaluate.prepare_pilot`), so that all
+    runs of a pilot charge the same L. The progress bar counts finished runs.
+
+    A run whose pilot cannot be loaded where it runs does not stop the others:
+    :class:`~evaluation.backends.RunsIncomplete` is raised once they have finished,
+    with their results and each failure. Any other failed run fails the evaluation:
+    the runs not yet started are cancelled.
     """
     jobs = list(jobs)
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     results: list[RunResult | None] = [None] * len(jobs)
-    with progress_bar(total=len(jobs), desc=desc, unit="run", enabled=progress, leave=False) as bar:
-        for i, result in imap_unordered(run_job, jobs, workers, initializer=_worker_init):
-            results[i] = result
+    failures: dict[int, RunFailure] = {}
+    with (
+        _using(backend, workers, address) as runs,
+        progress_bar(total=len(jobs), desc=desc, unit="run", enabled=progress, leave=False) as bar,
+    ):
+        for i, out in runs.imap_unordered(run_job, jobs, initializer=_worker_init):
+            if isinstance(out, RunFailure):
+                failures[i] = out
+            else:
+                results[i] = out
             bar.update(1)
+    if failures:
+        raise RunsIncomplete(results, failures)
     return [r for r in results if r is not None]
 
 
@@ -288,8 +325,11 @@ def sweep_latency(
     workers: int = 1,
     max_time_s: float | None = None,
     progress: bool = True,
+    backend: str | Backend = "pool",
+    address: str | None = None,
 ) -> list[RunResult]:
-    """The same pilot, track, direction and seed at each fixed latency (ascending)."""
+    """The same pilot, track, direction and seed at each fixed latency (ascending), on
+    ``backend`` (:func:`run_many`)."""
     values = sorted({float(v) for v in latencies_ms})
     if not values or any(not math.isfinite(v) or v < 0 for v in values):
         raise ValueError(f"latencies_ms must be finite values >= 0, got {list(latencies_ms)}")
@@ -308,7 +348,14 @@ def sweep_latency(
         )
         for ms in values
     ]
-    return run_many(jobs, workers, progress=progress, desc=f"sweep {pilot_spec} {track}")
+    return run_many(
+        jobs,
+        workers,
+        progress=progress,
+        desc=f"sweep {pilot_spec} {track}",
+        backend=backend,
+        address=address,
+    )
 
 
 def _sweep_key(r: Any) -> tuple[str, str, str, int, float, int]:

@@ -72,3 +72,23 @@ def run_module() -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return run
+
+
+@pytest.fixture
+def make_cnn_checkpoint() -> Callable[..., object]:
+    """Factory: a tiny untrained CNN checkpoint (``best.json`` + ``best.safetensors``)
+    written into ``directory``; returns the directory (a pilot spec)."""
+
+    def make(directory, arch: str = "compact", input_size=(24, 32), seed: int = 0):
+        import torch
+
+        from agents.cnn import write_checkpoint
+        from agents.models import build_model
+
+        torch.manual_seed(seed)
+        model = build_model(arch, input_size=list(input_size), width=0.5, depth=3)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_checkpoint(directory, "best", model.eval())
+        return directory
+
+    return make

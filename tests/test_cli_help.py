@@ -20,6 +20,11 @@ from tracks.cliargs import _show, config_from_args
 ENTRY_POINTS = [
     ("agents.expert", []),
     ("agents.export", []),
+    ("evaluation.bench", []),
+    ("evaluation.bench", ["runs"]),
+    ("evaluation.bench", ["store"]),
+    ("evaluation.bench", ["backends"]),
+    ("evaluation.bench", ["driver"]),
     ("evaluation.cars", []),
     ("evaluation.cars", ["list"]),
     ("evaluation.cars", ["estimate"]),

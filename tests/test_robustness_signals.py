@@ -570,6 +570,7 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 _ENTRY_POINTS = [
     "agents.expert",
     "agents.export",
+    "evaluation.bench",
     "evaluation.cars",
     "evaluation.evaluate",
     "evaluation.leaderboard",

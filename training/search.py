@@ -17,15 +17,19 @@ region of the best trials and sample again, finer.
 
 Each trial is a normal training run (``SEARCH_DIR/trials/NNNN``) judged by its best dev
 metric (early stopping inside; a median pruner stops hopeless trials early). The study lives
-in SQLite under ``SEARCH_DIR`` by default; pass a database URL (e.g. PostgreSQL) with the same
-``--study`` on several machines to share one study: each process runs trials until the study
-holds ``--trials``. Outputs: ``search.png`` (dev metric against every parameter, by stage),
-``trials.csv``, and ``best_config.json`` (``python -m training.train --config
-SEARCH_DIR/best_config.json --data DATA --out RUN`` retrains the winner). That file holds the
-searched hyperparameters and the settings the search was given that define what is trained
-(the model, its input size, the recipe: :func:`best_config`), never what only shaped the
-trials (their epochs, ``--max-frames``, seed, device, no TensorBoard: :data:`TRIAL_SETTINGS`),
-so the retraining runs with its own settings: every frame, the full epoch budget, TensorBoard.
+in SQLite under ``SEARCH_DIR`` by default; pass a database URL (e.g. PostgreSQL,
+:mod:`training.study_storage`) with the same ``--study`` on several machines to share one
+study: each process runs trials until the study holds ``--trials`` (processes that start a
+trial at the same moment may each add one: at most ``--trials`` + processes - 1). Trial
+numbers come from the database and each trial samples from its own stream, seeded by
+``--seed`` and its number, so processes never run the same trial. Outputs: ``search.png``
+(dev metric against every parameter, by stage), ``trials.csv``, and ``best_config.json``
+(``python -m training.train --config SEARCH_DIR/best_config.json --data DATA --out RUN``
+retrains the winner). That file holds the searched hyperparameters and the settings the
+search was given that define what is trained (the model, its input size, the recipe:
+:func:`best_config`), never what only shaped the trials (their epochs, ``--max-frames``,
+seed, device, no TensorBoard: :data:`TRIAL_SETTINGS`), so the retraining runs with its own
+settings: every frame, the full epoch budget, TensorBoard.
 
 Hyperparameters go stale when the data, the network or the hardware change: search again.
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -51,6 +56,7 @@ from training.cli import Parser, fail, setup_logging
 from training.config import TrainConfig
 from training.errors import RunError, TrainingDiverged
 from training.prepare import prepare_data
+from training.study_storage import open_storage, shown_url
 from training.train import run
 from training.train_cli import typed_fields
 
@@ -63,6 +69,7 @@ __all__ = [
     "build_parser",
     "fine_space",
     "main",
+    "trial_seed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,6 +114,12 @@ def fine_space(
             low, high = math.floor(low + 1e-9), math.ceil(high - 1e-9)
         out.append(Param(p.name, low, max(high, low), p.log, p.integer))
     return tuple(out)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number`` in a search seeded with ``seed``."""
+    digest = hashlib.sha256(f"trackpilot-search/{seed}/{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def _suggest(trial: Any, space: Sequence[Param]) -> dict[str, Any]:
@@ -282,20 +295,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("--trials and --epochs must be >= 1, --coarse-fraction in (0, 1]")
     out = Path(args.out)
     progress = getattr(args, "progress", True)
+    storage = args.storage or f"sqlite:///{(out / 'search.db').resolve()}"
     try:
         base = base_config(args)
+        if args.storage is None:
+            out.mkdir(parents=True, exist_ok=True)
+        rdb = open_storage(storage)  # an unreachable database: one line, before any work
         data = prepare_data(base)
-    except (RunError, ValueError) as e:
+    except (RunError, ValueError) as e:  # StorageError is a ValueError
         return fail(e)
-
     out.mkdir(parents=True, exist_ok=True)
-    storage = args.storage or f"sqlite:///{(out / 'search.db').resolve()}"
     direction = "maximize" if base.stop_mode == "max" else "minimize"
     metric = base.resolved_stop_metric
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=args.study,
-        storage=storage,
+        storage=rdb,
         direction=direction,
         sampler=optuna.samplers.RandomSampler(seed=args.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
@@ -318,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             top = done[: max(3, len(done) // 4)]
             space = fine_space([t.params for t in top])
         trial = study.ask()
+        # Its own random stream, from --seed and its number: processes sharing a study
+        # (all with the same --seed) never sample the same parameters.
+        study.sampler = optuna.samplers.RandomSampler(seed=trial_seed(args.seed, trial.number))
         trial.set_user_attr("stage", stage)
         params = _to_config_fields(_suggest(trial, space))
         cfg = replace(
@@ -369,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k, v in _to_config_fields(best.params).items():
         print(f"  {k:<13} {v:.6g}" if isinstance(v, float) else f"  {k:<13} {v}")
     print(
-        f"wrote {out / 'best_config.json'}, {out / 'search.png'}, {out / 'trials.csv'} (study {args.study!r} in {storage})"
+        f"wrote {out / 'best_config.json'}, {out / 'search.png'}, {out / 'trials.csv'} (study {args.study!r} in {shown_url(storage)})"
     )
     return 0
 
