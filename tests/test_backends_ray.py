@@ -138,7 +138,6 @@ def _task_workers() -> list[int]:
     return pids
 
 
-@pytest.mark.slow
 def test_killed_worker_is_retried_and_every_run_stored_once(ray_cluster, tmp_path) -> None:
     from evaluation.evaluate import evaluate
     from evaluation.store import open_store
@@ -185,7 +184,6 @@ def test_killed_worker_is_retried_and_every_run_stored_once(ray_cluster, tmp_pat
         assert r.mean_abs_cte == by_key[(r.track, r.direction, r.seed)].mean_abs_cte
 
 
-@pytest.mark.slow
 def test_cli_starts_and_stops_its_own_ray_instance(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)

@@ -4,7 +4,7 @@ The server is a throwaway one started here (Debian's ``postgresql`` package: ini
 postgres in a temp directory, on a free local port, as the ``postgres`` user when run as
 root; stopped and removed afterwards). Where none can be started the test is skipped
 with the reason, except under ``CI=true``, where it must run (``.ci/run`` installs the
-package and the ``postgres`` extra, and runs this slow test by name).
+package; the ``dev`` extra brings the ``postgres`` one).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.slow  # two trainings side by side: 30-40 s on 2 shared cores
+# two trainings side by side: ~10 s on a quiet 2-core machine, 30-40 s on a shared one
 def test_two_workers_share_one_study(postgres_url, tmp_path) -> None:
     import optuna
 
@@ -188,7 +188,6 @@ def test_two_workers_share_one_study(postgres_url, tmp_path) -> None:
     assert f"best trial {best.number} " in last_out, last_out
 
 
-@pytest.mark.slow  # uses the server (CI runs this module's slow tests by name)
 def test_workers_opening_a_new_database_at_once(postgres_url) -> None:
     """Optuna creates its tables on first use: workers racing to do so on a new database
     collide in PostgreSQL's catalogue (six threads did, every time, before
