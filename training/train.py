@@ -40,7 +40,7 @@ from typing import Any
 
 from tracks.cli import run_main
 from tracks.outputs import check_output_dir, os_error_line
-from training.checkpoints import finish_best_record, load_resume_point, save_epoch
+from training.checkpoints import finish_best_record, load_resume_point, save_epoch, warm_start
 from training.cli import Parser as _Parser
 from training.cli import fail
 from training.cli import setup_logging as _setup_logging
@@ -137,11 +137,15 @@ def run(
         for w in data.warnings:
             logger.warning("distribution check: %s", w)
 
-        model_args = saved.model_args if saved else model_args_for(cfg, data)
+        init = warm_start(cfg) if saved is None and cfg.init_from else None
+        model_args = saved.model_args if saved else init[0] if init else model_args_for(cfg, data)
         trainer = Trainer.build(cfg, data, model_args, device, amp_dtype)
         if saved is not None:
             saved.restore(trainer)
             logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
+        elif init is not None:
+            trainer.model.load_state_dict(init[1])
+            logger.info("%s: warm start from %s", run_dir, cfg.init_from)
         base = base_error(cfg, data)
         write_run_files(run_dir, cfg, data)
         record = checkpoint_record(cfg, data, base)
@@ -153,16 +157,32 @@ def run(
         board = Board(run_dir, cfg.tensorboard, trainer.epoch + 1 if saved is not None else None)
         data.train.to(device)
         data.dev.to(device)
+        drives = _drive_check(cfg, data)
         try:
             while not trainer.done:
                 row, improved = trainer.run_epoch()
+                if drives is not None:  # --closed-loop-every: drive, keep best_closed_loop
+                    drives.after_epoch(trainer, run_dir, record)
                 save_epoch(run_dir, trainer, record, improved)
                 _report_epoch(run_dir, trainer, board, row, improved)
                 if on_epoch_end is not None:
                     on_epoch_end(trainer.epoch, trainer.history[-1])
         finally:
             board.close()
-        return _finish(run_dir, trainer, base)
+        return _finish(run_dir, trainer, base, drives)
+
+
+def _drive_check(cfg: TrainConfig, data: PreparedData) -> Any:
+    """The run's :class:`training.drive_check.DriveCheck`, None without
+    ``--closed-loop-every`` (the env, and pybullet, are imported only by runs that drive)."""
+    if not cfg.closed_loop_every:
+        return None
+    from training.drive_check import DriveCheck
+
+    try:
+        return DriveCheck.from_config(cfg, data, data.label_latency_s)
+    except ValueError as e:
+        raise RunError(str(e)) from None
 
 
 def _report_epoch(
@@ -179,7 +199,9 @@ def _report_epoch(
     log_epoch(row, improved)
 
 
-def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[str, Any]:
+def _finish(
+    run_dir: Path, trainer: Trainer, base: tuple[float, str], drives: Any = None
+) -> dict[str, Any]:
     """Restore the best weights, evaluate on test, diagnose; returns the run's summary."""
     cfg, data, stopper, history = trainer.cfg, trainer.data, trainer.stopper, trainer.history
     reason = trainer.stop_reason()
@@ -200,7 +222,18 @@ def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[st
     diag = diagnose(best_row["train_mae"], best_row["dev_mae"], base[0], base_note=base[1])
     write_diagnosis(run_dir, diag)
     epochs_run = history[-1]["epoch"] if history else 0
-    finish_best_record(run_dir, test_metrics, diag, reason, epochs_run)
+    by_driving = None
+    if drives is not None:
+        from training.drive_check import best_closed_loop  # see _drive_check
+
+        row = best_closed_loop(history)
+        by_driving = None if row is None else {
+            "epoch": row["epoch"],
+            "closed_loop_score": row["closed_loop_score"],
+            "closed_loop_abs_cte": row["closed_loop_abs_cte"],
+            "closed_loop": drives.describe(),
+        }  # fmt: skip
+    finish_best_record(run_dir, test_metrics, diag, reason, epochs_run, by_driving)
     plot_curves(run_dir / "curves.png", history, stopper.best_epoch, cfg.resolved_stop_metric)
     return {
         "run_dir": str(run_dir),
@@ -211,6 +244,7 @@ def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[st
         "stop_metric": cfg.resolved_stop_metric,
         "best_metric": stopper.best,
         "best": best_row,
+        "best_closed_loop": by_driving,
         "test": test_metrics,
         "diagnosis": diag,
         "history": history,
