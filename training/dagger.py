@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import io
 import logging
 import os
 import sys
@@ -203,15 +204,21 @@ def _drive_worker(
     dataset: str,
     info: dict[str, Any],
 ) -> dict[str, Any]:
-    """One drive in a worker process (the pilot loaded once per process)."""
-    import torch  # the pilots here are torch models; one thread per worker process
-
-    torch.set_num_threads(1)
-    pilot = _PILOTS.get(spec) or _PILOTS.setdefault(spec, load_pilot(spec, speed=settings.speed))
-    return drive_episode(job, pilot, expert, settings, dataset, info)
+    """One drive (in a worker process, or here with one worker); the pilot is loaded
+    once per process."""
+    if spec not in _PILOTS:
+        _PILOTS[spec] = load_pilot(spec, speed=settings.speed)
+    return drive_episode(job, _PILOTS[spec], expert, settings, dataset, info)
 
 
 _PILOTS: dict[str, Any] = {}
+
+
+def _worker_init() -> None:
+    """Each drive worker keeps to one core (the latency is simulated, not measured)."""
+    import torch  # the pilots here are torch models
+
+    torch.set_num_threads(1)
 
 
 # --------------------------------------------------------------------------- the rounds
@@ -404,7 +411,11 @@ def _run_round(
     drives = [
         res
         for _, res in imap_unordered(
-            _drive_worker, jobs, cfg.workers, args=(pilot, expert, settings, data, info)
+            _drive_worker,
+            jobs,
+            cfg.workers,
+            args=(pilot, expert, settings, data, info),
+            initializer=_worker_init,
         )
     ]
     times["drive"] = time.perf_counter() - t0
@@ -522,8 +533,6 @@ def plot_rounds(state: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(f"DAgger at the pilot's latency: held-out {where}", fontsize=10)
     fig.tight_layout()
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())

@@ -239,7 +239,7 @@ def drive_episode(
             "track_spec": job.track,
             "round": job.round,
             "label_latency_ms": settings.latency_s * 1000.0,
-            "pilot": str(pilot_needs_name(pilot)),
+            "pilot": _pilot_name(pilot),
             "segments": _segments(drivers),
             "settings": asdict(settings) | {"latency_samples": None},
             "drive": {k: result[k] for k in ("takeovers", "interventions", "autonomy")},
@@ -251,7 +251,7 @@ def drive_episode(
     return result
 
 
-def pilot_needs_name(pilot: Any) -> str:
+def _pilot_name(pilot: Any) -> str:
     """The learner's name (its checkpoint sha256 prefix for a CNN)."""
     meta = pilot.metadata() if hasattr(pilot, "metadata") else {}
     return str(meta.get("name", getattr(pilot, "name", type(pilot).__name__)))
