@@ -60,6 +60,7 @@ from tracks.cliargs import add_config_args, config_from_args
 from tracks.common import DIRECTIONS, now_iso
 from tracks.fileio import atomic_write_bytes, atomic_write_json, read_json
 from tracks.outputs import check_output_dir, os_error_line
+from training.cli import fail
 from training.config import TrainConfig
 from training.dagger_collect import DriveJob, DriveSettings, drive_episode
 from training.errors import RunError, TrainingDiverged
@@ -556,11 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config_from_args(DaggerConfig, args)
         state = run_dagger(cfg)
     except (RunError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     except OSError as e:
-        print(f"error: {os_error_line(e, getattr(args, 'out', None))}", file=sys.stderr)
-        return 2
+        return fail(os_error_line(e, getattr(args, "out", None)))
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         return 1
