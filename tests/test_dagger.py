@@ -93,6 +93,7 @@ def test_rounds_append_marked_episodes_and_resume(
     state = dagger.run_dagger(_cfg(ring_dataset, tiny_pilot, out, 2), say=said.append)
     assert [r["round"] for r in state["rounds"]] == [0, 1, 2]
     assert state["rounds"][1] == saved["rounds"][1]  # round 1 kept as it was
+    assert not state["rounds"][1]["resumed"] and state["rounds"][2]["resumed"]
     assert any("round 2: 0 drives" in s for s in said)  # its drives were already appended
     after = {r["key"]: r["sha256"] for r in open_dataset(out / "data").episodes}
     assert after == keys

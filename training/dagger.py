@@ -407,7 +407,8 @@ def _run_round(
     data = str(Path(cfg.out) / "data")
     writer = DatasetWriter(data, info)
     listed = {rec["key"] for rec in writer.episodes}
-    jobs = [j for j in _jobs(cfg, tracks, rnd) if j.key not in listed]
+    every = _jobs(cfg, tracks, rnd)
+    jobs = [j for j in every if j.key not in listed]
     say(f"round {rnd}: {len(jobs)} drives of {pilot} at {latency_ms:.1f} ms ({charge.source})")
     drives = [
         res
@@ -422,6 +423,8 @@ def _run_round(
     times["drive"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     tcfg = _train_config(cfg, Path(pilot), rnd, latency_ms)
+    # Continued after a crash: its times cover this run of the command only.
+    resumed = len(jobs) < len(every) or Path(tcfg.out).exists()
     best = _train(tcfg)
     times["train"] = time.perf_counter() - t1
     t2 = time.perf_counter()
@@ -449,6 +452,7 @@ def _run_round(
         },
         "eval": ev,
         "seconds": times,
+        "resumed": resumed,
         "finished": now_iso(),
     }
 
@@ -503,6 +507,7 @@ def summary_markdown(state: dict[str, Any]) -> str:
             f"{takeovers if 'drives' in r else ''} | "
             + (
                 f"{s['round']:.0f} ({s['drive']:.0f} / {s['train']:.0f} / {s['evaluate']:.0f})"
+                + (" after a restart" if r.get("resumed") else "")
                 if s
                 else ""
             )
