@@ -133,8 +133,13 @@ class TrainConfig:
             "metavar": "MS|car:NAME",
         },
     )
-    init_from: str | None = (
-        None  # warm start: weights of this checkpoint (run dir or .json), same model
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "warm start: the weights (and normalisation) of this checkpoint, a run "
+            "directory or checkpoint JSON of the same model",
+            "metavar": "CHECKPOINT",
+        },
     )
     closed_loop_every: int = field(
         default=0,
