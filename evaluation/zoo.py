@@ -6,7 +6,11 @@
 - :func:`train_zoo`: every :class:`~evaluation.presets.ModelSpec` of the preset, each in
   ``out/runs`` under a name holding the hash of its resolved training config and the
   dataset fingerprint; reused when ``best.json`` and ``test_metrics.json`` are there and
-  match. Trainings run in parallel spawn processes (:func:`sim.pool.imap_unordered`).
+  match. Trainings run in parallel spawn processes (:func:`sim.pool.imap_unordered`):
+  first the models trained from scratch, then those warm-started from one of them
+  (``init_role``: the compensated slow classifier), then the DAgger models
+  (:func:`dagger_model`, ``python -m training.dagger`` from their ``init_role``'s model,
+  resumed or reused as DAgger itself resumes).
 """
 
 from __future__ import annotations
