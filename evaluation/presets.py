@@ -165,8 +165,8 @@ def _quick() -> Preset:
             # (training.relabel), fine-tuned from it for two epochs: 150 ms is where the
             # plain one's sweep first failed (seed 0: clean at 100 ms on both held-out
             # tracks both ways, an intervention at 150 ms); no car computer charges it
-            # that (its estimates run from 13 ms, Jetson TensorRT, to 296 ms, TF 2.3 on
-            # a Pi 4, where even the expert crashes).
+            # that (its medians run from 4.3 ms, rpi5-tflite, to 69 ms, rpi3bplus-tflite,
+            # then 296 ms, TF 2.3 on a Pi 4, where even the expert crashes).
             spec(
                 "resnet_cls_hires_comp150",
                 "compensated",
