@@ -1,6 +1,6 @@
 """Counted cost of a model: floating-point operations per frame at batch 1.
 
-The car-computer cost model (:mod:`evaluation.cars`) estimates a pilot's latency from
+The car-computer cost model (:mod:`agents.cars`) estimates a pilot's latency from
 this count. It is counted, not guessed: :class:`torch.utils.flop_counter.FlopCounterMode`
 over one forward pass of a zero frame at the model's input size, which counts the
 matrix multiplications and convolutions (2 FLOPs per multiply-accumulate); element-wise

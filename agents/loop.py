@@ -67,6 +67,7 @@ __all__ = [
     "autonomy_percent",
     "default_max_time",
     "latency_substeps",
+    "run_score",
 ]
 
 #: Seconds charged per intervention in PilotNet's autonomy metric (Bojarski et al. 2016).
@@ -84,6 +85,14 @@ def autonomy_percent(interventions: int, elapsed_s: float) -> float:
     if elapsed_s <= 0:
         return 100.0 if interventions == 0 else 0.0
     return max(0.0, 100.0 * (1.0 - interventions * AUTONOMY_PENALTY_S / elapsed_s))
+
+
+def run_score(autonomy: float | None, lap_fraction: float) -> float:
+    """One run's score in [0, 1], the leaderboard's optimizing number (100 x its mean over
+    runs): the autonomy fraction times the completed fraction of the target laps, each
+    clamped to [0, 1] (``None`` autonomy: 0)."""
+    a = 0.0 if autonomy is None else max(0.0, min(1.0, autonomy / 100.0))
+    return a * max(0.0, min(1.0, lap_fraction))
 
 
 def default_max_time(laps: int, track_length_m: float, speed_m_s: float) -> float:
@@ -295,6 +304,12 @@ class RunResult(Outcome):
     pilot_meta: dict[str, Any] = field(default_factory=dict)
     video: str | None = None
     domain_randomization: bool = False  # the env drew colours, light and camera pose per reset
+
+    @property
+    def score(self) -> float:
+        """:func:`run_score` of this run."""
+        target = self.laps_target
+        return run_score(self.autonomy, self.laps_completed / target if target else 1.0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

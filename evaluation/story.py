@@ -6,7 +6,8 @@ tracks in both directions; the slow classifier has a near-best offline F1 yet cr
 its latency (or the latency sweep shows where it would); the counter-clockwise-only model
 without flip augmentation shows a left bias; and on the reference car computer, at each
 model's latency estimated there, a classifier with best or near-best F1 crashes or needs
-interventions while the compact CNN laps both directions.
+interventions while the compact CNN laps both directions; and the slow classifier trained
+with latency-compensated labels laps at the latency where the plain one crashes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from evaluation.report import format_f1, run_score, sweep_summary
 from evaluation.results import ResultRow
 from tracks import load_track
 
-__all__ = ["Check", "Evaluation", "lateral_offset", "story_checks"]
+__all__ = ["Check", "Evaluation", "compensation_check", "lateral_offset", "story_checks"]
 
 
 @dataclass
@@ -38,6 +39,10 @@ class Evaluation:
     car_rows: list[ResultRow] = dataclasses.field(default_factory=list)  # on the reference car
     car: str | None = None  # the reference car computer (evaluation.cars)
     robust_rows: list[ResultRow] = dataclasses.field(default_factory=list)  # randomised runs
+    # The slow classifier and its compensated (and DAgger) versions at the latency the
+    # compensated one was trained for, and that latency's label ("150ms", "estimated for X")
+    compensation_rows: list[ResultRow] = dataclasses.field(default_factory=list)
+    compensation_latency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,44 @@ def story_checks(preset: Preset, ev: Evaluation) -> list[Check]:
         checks.append(_left_bias_check(ccw, compact, rows))
     if ev.car and compact:
         checks.append(_car_check(preset, compact, ev))
+    comp = preset.role("compensated")
+    if slow and comp:
+        checks.append(compensation_check(slow, comp, preset.role("dagger"), ev))
     return checks
+
+
+def compensation_check(
+    slow: ModelSpec, comp: ModelSpec, dagger: ModelSpec | None, ev: Evaluation
+) -> Check:
+    """At the latency the compensated model was trained for, the plain slow classifier
+    crashes (an intervention or an unfinished run) while the compensated one, or its
+    DAgger version, laps every held-out run cleanly in both directions."""
+    where = ev.compensation_latency or comp.compensate_latency or "its latency"
+    name = f"{comp.name} laps at the latency where {slow.name} crashes ({where})"
+    rows = ev.compensation_rows
+    plain = _runs(rows, slow.name)
+    versions = [m for m in (comp, dagger) if m is not None and _runs(rows, m.name)]
+    if not plain or not versions:
+        return Check(name, False, f"no runs at {where}")
+
+    def summary(runs: Sequence[Any]) -> str:
+        clean = sum(1 for r in runs if r.completed and r.interventions == 0)
+        dirs = "/".join(sorted({r.direction for r in runs}))
+        return (
+            f"{clean}/{len(runs)} runs clean ({dirs}), "
+            f"{sum(r.interventions for r in runs)} interventions"
+        )
+
+    def laps_cleanly(runs: Sequence[Any]) -> bool:
+        return all(r.completed and r.interventions == 0 for r in runs) and {
+            r.direction for r in runs
+        } == {"ccw", "cw"}
+
+    crashed = any(r.interventions > 0 or not r.completed for r in plain)
+    lapped = [m.name for m in versions if laps_cleanly(_runs(rows, m.name))]
+    parts = [f"{slow.name} at {_lat(plain)}: {summary(plain)}"]
+    parts += [f"{m.name}: {summary(_runs(rows, m.name))}" for m in versions]
+    return Check(name, crashed and bool(lapped), "; ".join(parts))
 
 
 def _car_check(preset: Preset, compact: ModelSpec, ev: Evaluation) -> Check:

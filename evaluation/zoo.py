@@ -6,7 +6,11 @@
 - :func:`train_zoo`: every :class:`~evaluation.presets.ModelSpec` of the preset, each in
   ``out/runs`` under a name holding the hash of its resolved training config and the
   dataset fingerprint; reused when ``best.json`` and ``test_metrics.json`` are there and
-  match. Trainings run in parallel spawn processes (:func:`sim.pool.imap_unordered`).
+  match. Trainings run in parallel spawn processes (:func:`sim.pool.imap_unordered`):
+  first the models trained from scratch, then those warm-started from one of them
+  (``init_role``: the compensated slow classifier), then the DAgger models
+  (:func:`dagger_model`, ``python -m training.dagger`` from their ``init_role``'s model,
+  resumed or reused as DAgger itself resumes).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "DatasetInfo",
     "TrainedModel",
     "config_key",
+    "dagger_model",
     "record_config",
     "record_dataset",
     "run_config",
@@ -139,12 +144,23 @@ _NOT_IN_KEY = (
 
 
 def run_config(
-    spec: ModelSpec, data: Path, out: Path, *, seed: int, device: str, threads: int | None
+    spec: ModelSpec,
+    data: Path,
+    out: Path,
+    *,
+    seed: int,
+    device: str,
+    threads: int | None,
+    init_from: str | None = None,
 ) -> TrainConfig:
-    """The training config of ``spec`` (``out`` is filled in by :func:`train_zoo`)."""
+    """The training config of ``spec`` (``out`` is filled in by :func:`train_zoo`;
+    ``init_from``: the checkpoint of its ``init_role``, for a warm start)."""
     runtime = {"seed": seed, "device": device, "threads": threads}
     quiet = {"progress": False, "tensorboard": False}
-    return TrainConfig(data=str(data), out=str(out), **spec.train_settings(), **runtime, **quiet)
+    return TrainConfig(
+        data=str(data), out=str(out), init_from=init_from, **spec.train_settings(), **runtime,
+        **quiet,
+    )  # fmt: skip
 
 
 def config_key(cfg: Any, fingerprint: str) -> str:
@@ -192,15 +208,53 @@ def train_zoo(
     force: bool = False,
     say: Callable[[str], None] = print,
 ) -> dict[str, TrainedModel]:
-    """Train (or reuse) every model of ``preset`` on ``data``; keyed by role."""
+    """Train (or reuse) every model of ``preset`` on ``data``; keyed by role.
+
+    In three phases: the models trained from scratch (in parallel); then those
+    warm-started from one of them (``init_role``); then the DAgger models
+    (``dagger_rounds``, :func:`dagger_model`)."""
     device = device or preset.train_device
+    done: dict[str, TrainedModel] = {}
+    errors: list[str] = []
+    scratch = [m for m in preset.zoo if m.init_role is None]
+    warm = [m for m in preset.zoo if m.init_role is not None and not m.dagger_rounds]
+    for phase in (scratch, warm):
+        if phase:
+            errors += _train_phase(phase, done, data, out, seed, device, workers, force, say)
+        if errors:
+            break
+    for spec in [m for m in preset.zoo if m.dagger_rounds] if not errors else []:
+        done[spec.role] = dagger_model(
+            spec, done[spec.init_role], preset, data, out, seed=seed, workers=workers,
+            force=force, say=say,
+        )  # fmt: skip
+    if errors:
+        raise RuntimeError("training failed: " + "; ".join(errors))
+    return {m.role: done[m.role] for m in preset.zoo}  # in the preset's order
+
+
+def _train_phase(
+    specs: list[ModelSpec],
+    done: dict[str, TrainedModel],
+    data: DatasetInfo,
+    out: Path,
+    seed: int,
+    device: str,
+    workers: int,
+    force: bool,
+    say: Callable[[str], None],
+) -> list[str]:
+    """Train (or reuse) ``specs`` in parallel into ``done``; returns the errors."""
     # CPU trainings in parallel share the cores; more threads than cores slows all down.
     on_cpu = resolve_device(device) == "cpu"
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if on_cpu else None
+    share = max(1, min(workers, len(specs)))
+    threads = max(1, (os.cpu_count() or 1) // share) if on_cpu else None
     todo: list[tuple[ModelSpec, TrainConfig, Path]] = []
-    done: dict[str, TrainedModel] = {}
-    for spec in preset.zoo:
-        cfg0 = run_config(spec, data.path, Path(), seed=seed, device=device, threads=threads)
+    for spec in specs:
+        init = str(done[spec.init_role].run_dir / "best.json") if spec.init_role else None
+        cfg0 = run_config(
+            spec, data.path, Path(), seed=seed, device=device, threads=threads, init_from=init
+        )
         run_dir = Path(out) / "runs" / f"{spec.name}-{config_key(cfg0, data.fingerprint)}"
         cfg = dataclasses.replace(cfg0, out=str(run_dir))
         best = None if force else _reusable(run_dir, cfg, data.fingerprint)
@@ -228,9 +282,67 @@ def train_zoo(
                 continue
             best = json.loads((run_dir / "best.json").read_text(encoding="utf-8"))
             done[spec.role] = _trained(spec, run_dir, False, seconds, best)
-    if errors:
-        raise RuntimeError("training failed: " + "; ".join(errors))
-    return {m.role: done[m.role] for m in preset.zoo}  # in the preset's order
+    return errors
+
+
+def dagger_model(
+    spec: ModelSpec,
+    source: TrainedModel,
+    preset: Preset,
+    data: DatasetInfo,
+    out: Path,
+    *,
+    seed: int = 0,
+    workers: int = 1,
+    force: bool = False,
+    say: Callable[[str], None] = print,
+) -> TrainedModel:
+    """``spec``'s model: ``spec.dagger_rounds`` rounds of ``python -m training.dagger`` from
+    ``source`` at ``spec.compensate_latency`` (a fixed latency, or a car computer's
+    estimate), into ``out/runs/NAME-HASH`` (resumed or reused as DAgger resumes). The
+    model is the last round's, whatever the rounds' held-out scores."""
+    from training.dagger import DaggerConfig, run_dagger  # an app: only presets with DAgger
+
+    comp = spec.compensate_latency or "0ms"
+    key = _hash(
+        {"source": str(source.run_dir), "rounds": spec.dagger_rounds, "latency": comp,
+         "epochs": spec.epochs, "seed": seed, "eval": list(preset.eval_tracks)}
+    )  # fmt: skip
+    run_dir = Path(out) / "runs" / f"{spec.name}-{key}"
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    car = comp[4:] if comp.startswith("car:") else None
+    cfg = DaggerConfig(
+        pilot=str(source.run_dir),
+        data=str(data.path),
+        out=str(run_dir),
+        rounds=spec.dagger_rounds,
+        latency="measured" if car else comp,
+        car=car,
+        epochs=spec.epochs,
+        eval_tracks=tuple(preset.eval_tracks),
+        eval_laps=preset.eval_laps,
+        seed=seed,
+        workers=workers,
+    )
+    t0 = time.perf_counter()
+    before = _dagger_rounds_done(run_dir)
+    state = run_dagger(cfg, say=lambda text: say(f"  {spec.name}: {text}"))
+    seconds = time.perf_counter() - t0
+    final = Path(state["rounds"][-1]["pilot"])
+    best = json.loads(final.read_text(encoding="utf-8"))
+    reused = before > spec.dagger_rounds
+    say(
+        f"  {spec.name}: {'reusing' if reused else f'{spec.dagger_rounds} DAgger rounds in {seconds:.0f} s:'} {run_dir}"
+    )
+    return _trained(spec, final.parent, reused, 0.0 if reused else seconds, best)
+
+
+def _dagger_rounds_done(run_dir: Path) -> int:
+    try:
+        return len(json.loads((run_dir / "dagger.json").read_text(encoding="utf-8"))["rounds"])
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def _cost(spec: ModelSpec) -> float:

@@ -92,3 +92,31 @@ def make_cnn_checkpoint() -> Callable[..., object]:
         return directory
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ring_dataset(tmp_path_factory) -> Path:
+    """Expert laps on a small ring track (a JSON track file, radius 2.5 m, 1 m wide): one
+    lap counter-clockwise and one clockwise at 24x32, with executed-steering noise and
+    drift (the labels stay clean), recorded by ``sim.record``. The track file is
+    ``<dataset>/../ring.json``."""
+    from agents.expert import ExpertConfig
+    from sim.record import RecordConfig, record
+    from tracks import Track
+    from tracks.io import save_track_json
+
+    root = tmp_path_factory.mktemp("ring")
+    th = 2 * np.pi * np.arange(48) / 48
+    ring = Track(np.column_stack([2.5 * np.cos(th), 2.5 * np.sin(th)]), 0.5, 0.5, name="ring")
+    spec = str(root / "ring.json")
+    save_track_json(ring, spec)
+    cfg = RecordConfig(
+        tracks=(spec,),
+        laps=1,
+        image_size=(24, 32),
+        expert=ExpertConfig(steer_noise=0.05, drift_prob=0.05),
+        start="line",
+    )
+    summary = record(cfg, root / "data", workers=1, progress=False)
+    assert not summary["errors"], summary["errors"]
+    return root / "data"

@@ -7,6 +7,7 @@ track; then the caches are checked to be reused. Nothing is concluded from the n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -114,7 +115,8 @@ def test_story_checks_are_honest() -> None:
     slow = q.role("slow_classifier").name
     ccw_only = q.role("ccw_only").name
     names = [m.name for m in q.zoo]
-    rows = [_row(n, d) for n in names for d in ("ccw", "cw") if n not in (slow, ccw_only)]
+    comp = q.role("compensated").name
+    rows = [_row(n, d) for n in names for d in ("ccw", "cw") if n not in (slow, ccw_only, comp)]
     rows += [
         _row(slow, d, latency_ms=180.0, interventions=4, off_track=4, autonomy=0.0)
         for d in ("ccw", "cw")
@@ -129,7 +131,8 @@ def test_story_checks_are_honest() -> None:
     ]
     ev = lb.Evaluation(rows, [], offline, 1, {})
     checks = lb.story_checks(q, ev)
-    assert [c.held for c in checks] == [True, True, True], [c.line() for c in checks]
+    assert [c.held for c in checks] == [True, True, True, False], [c.line() for c in checks]
+    assert "no runs at 150ms" in checks[3].detail  # the compensation check had no runs
     assert "180 ms (> 50 ms control period) 2/2 runs crash" in checks[1].detail
     assert "interventions 0 / 3" in checks[2].detail and "steering +0.060" in checks[2].detail
 
@@ -167,3 +170,87 @@ def test_story_checks_are_honest() -> None:
         for r in rows
     ]
     assert not lb.story_checks(q, lb.Evaluation(rows, sweep, offline, 1, {}))[0].held
+
+
+def test_compensation_check_holds_only_when_the_plain_one_crashes_and_the_other_laps() -> None:
+    from evaluation.story import compensation_check
+
+    q = lb.QUICK
+    slow, comp = q.role("slow_classifier"), q.role("compensated")
+    fixed = {"latency_mode": "fixed", "latency_ms": 150.0}
+
+    def rows(plain_interventions: tuple[int, int], comp_interventions: tuple[int, int]):
+        out = []
+        for name, counts in ((slow.name, plain_interventions), (comp.name, comp_interventions)):
+            for d, n in zip(("ccw", "cw"), counts, strict=True):
+                out.append(_row(name, d, interventions=n, off_track=n, **fixed))
+        return out
+
+    def check(r):
+        ev = lb.Evaluation([], [], [], 1, {}, compensation_rows=r, compensation_latency="150ms")
+        return compensation_check(slow, comp, None, ev)
+
+    held = check(rows((1, 0), (0, 0)))
+    assert held.held, held.line()
+    assert f"{slow.name} at 150 ms: 1/2 runs clean (ccw/cw), 1 interventions" in held.detail
+    assert f"{comp.name}: 2/2 runs clean (ccw/cw), 0 interventions" in held.detail
+    assert not check(rows((0, 0), (0, 0))).held  # the plain one did not crash
+    assert not check(rows((2, 3), (0, 1))).held  # the compensated one did too
+    one_way = [
+        r for r in rows((1, 1), (0, 0)) if not (r.pilot == comp.name and r.direction == "cw")
+    ]
+    assert not check(one_way).held  # clean, but only counter-clockwise
+    unfinished = rows((1, 1), (0, 0))
+    unfinished[2] = _row(comp.name, "ccw", completed=False, laps_completed=0, **fixed)
+    assert not check(unfinished).held
+    # With a DAgger version, either one lapping cleanly is enough.
+    dag = dataclasses.replace(comp, name="dag", role="dagger")
+    both = rows((1, 0), (0, 1)) + [_row("dag", d, **fixed) for d in ("ccw", "cw")]
+    ev = lb.Evaluation([], [], [], 1, {}, compensation_rows=both, compensation_latency="150ms")
+    assert compensation_check(slow, comp, dag, ev).held
+
+
+@pytest.mark.slow
+def test_zoo_trains_compensated_and_dagger_versions(tmp_path: Path, one_thread: None) -> None:
+    """Warm-started and DAgger zoo members on tiny settings, and the compensation check's
+    runs at the compensated model's latency (nothing is concluded from the numbers)."""
+    tiny = lb.TINY
+    base = tiny.zoo[0]
+    preset = dataclasses.replace(
+        tiny,
+        zoo=(
+            base,
+            dataclasses.replace(base, name="slow", role="slow_classifier"),
+            dataclasses.replace(
+                base, name="slow_comp", role="compensated", compensate_latency="100ms",
+                init_role="slow_classifier",
+            ),
+            dataclasses.replace(
+                base, name="slow_dagger", role="dagger", compensate_latency="100ms",
+                init_role="compensated", dagger_rounds=1,
+            ),
+        ),
+        sweep_roles=(),
+    )  # fmt: skip
+    out = tmp_path / "out"
+    said: list[str] = []
+    data = lb.record_dataset(preset, out, seed=0)
+    zoo = lb.train_zoo(preset, data, out, seed=0, say=said.append)
+    comp, dag = zoo["compensated"], zoo["dagger"]
+    assert comp.record["config"]["init_from"] == str(zoo["slow_classifier"].run_dir / "best.json")
+    assert comp.record["labels"]["latency_ms"] == pytest.approx(100)
+    assert dag.run_dir.name == "run" and dag.run_dir.parent.name == "round-01"
+    assert dag.record["config"]["init_from"] == str(comp.run_dir / "best.json")
+    state = json.loads((dag.run_dir.parent.parent / "dagger.json").read_text())
+    assert [r["round"] for r in state["rounds"]] == [0, 1]
+    with Store(out / "leaderboard.sqlite") as store:
+        ev = lb.evaluate_zoo(preset, zoo, data, store, seed=0, say=said.append)
+    assert ev.compensation_latency == "100ms"
+    assert {r.pilot for r in ev.compensation_rows} == {"slow", "slow_comp", "slow_dagger"}
+    assert all(r.latency_ms == 100 and r.latency_mode == "fixed" for r in ev.compensation_rows)
+    assert len(ev.compensation_rows) == 3 * len(preset.eval_tracks) * 2
+    names = [c.name for c in lb.story_checks(preset, ev)]
+    assert "slow_comp laps at the latency where slow crashes (100ms)" in names
+    # Everything is found again.
+    again = lb.train_zoo(preset, data, out, seed=0, say=said.append)
+    assert all(m.reused for m in again.values()) and again["dagger"].run_dir == dag.run_dir

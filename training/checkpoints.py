@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from agents.cnn import write_checkpoint
+from agents.cnn import read_checkpoint, write_checkpoint
 from sim.io_utils import atomic_write_json
 from tracks.common import now_iso
+from training.config import TrainConfig
 from training.errors import RunError
 from training.prepare import PreparedData
 from training.reporting import clean
@@ -30,7 +31,7 @@ from training.state import (
 )
 from training.trainer import Trainer
 
-__all__ = ["ResumePoint", "finish_best_record", "load_resume_point", "save_epoch"]
+__all__ = ["ResumePoint", "finish_best_record", "load_resume_point", "save_epoch", "warm_start"]
 
 
 @dataclass
@@ -76,6 +77,29 @@ def load_resume_point(run_dir: Path) -> ResumePoint:
     return ResumePoint(record, tensors, split)
 
 
+def warm_start(cfg: TrainConfig) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """``(model_args, weights)`` of ``cfg.init_from``: a new run starts from them.
+
+    The checkpoint must hold the model ``cfg`` describes (architecture and every model
+    setting the config gives); its normalisation statistics come along, since its weights
+    were trained on frames normalised by them. Any mismatch is a :class:`RunError`."""
+    try:
+        record, state, jpath = read_checkpoint(cfg.init_from)
+    except (OSError, ValueError) as e:
+        raise RunError(f"--init-from: {e}") from None
+    if record.get("arch") != cfg.model:
+        raise RunError(f"--init-from {jpath}: a {record.get('arch')} model, not {cfg.model}")
+    args = dict(record["args"])
+    differ = [
+        f"{k} {args[k]!r} (config {v!r})"
+        for k, v in cfg.model_args.items()
+        if k in args and (list(v) if isinstance(v, tuple) else v) != args[k]
+    ]
+    if differ:
+        raise RunError(f"--init-from {jpath}: the model differs: {', '.join(differ)}")
+    return args, state
+
+
 def save_epoch(run_dir: Path, trainer: Trainer, record: dict[str, Any], improved: bool) -> None:
     """``best.*`` (if ``improved``), ``last.*`` and the resumable state after an epoch.
 
@@ -111,8 +135,10 @@ def finish_best_record(
     diagnosis: dict[str, Any],
     reason: str,
     epochs_run: int,
+    best_closed_loop: dict[str, Any] | None = None,
 ) -> None:
-    """Add the end of the run to ``best.json``: test metrics, diagnosis, why it stopped.
+    """Add the end of the run to ``best.json``: test metrics, diagnosis, why it stopped,
+    and (``--closed-loop-every``) which epoch driving chose (``best_closed_loop.*``).
 
     ``stopped`` comes after ``test_metrics.json`` was written: it marks a finished run.
     """
@@ -128,4 +154,6 @@ def finish_best_record(
             "epochs_run": epochs_run,
         }
     )
+    if best_closed_loop is not None:
+        record["best_closed_loop"] = best_closed_loop
     atomic_write_json(best_json, clean(record))

@@ -23,9 +23,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tracks import HELDOUT_TRACKS
 from tracks.common import DIRECTIONS, parse_size
 from tracks.fileio import read_json
 from training.augment import AugmentParams
+from training.compensation import parse_compensation
 
 # parse_size (the ``HxW`` syntax) is defined in tracks.common and kept importable here.
 __all__ = ["CONFIG_VERSION", "TrainConfig", "json_dict", "parse_size"]
@@ -121,6 +123,49 @@ class TrainConfig:
 
     # --- diagnosis
     base_error: float | None = None  # irreducible steering MAE; none: estimate from the data
+
+    # --- latency and driving (training.relabel, training.drive_check)
+    compensate_latency: str | None = field(
+        default=None,
+        metadata={
+            "help": "relabel every frame with the expert's command for the state at t + L, "
+            "L the latency the pilot will have: milliseconds (70, 70ms) or car:NAME (the "
+            "median latency estimated for this model on that car computer); none: the "
+            "recorded labels",
+            "metavar": "MS|car:NAME",
+        },
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "warm start: the weights (and normalisation) of this checkpoint, a run "
+            "directory or checkpoint JSON of the same model",
+            "metavar": "CHECKPOINT",
+        },
+    )
+    closed_loop_every: int = field(
+        default=0,
+        metadata={
+            "help": "every K epochs drive the current weights in closed loop on the dev "
+            "tracks and keep best_closed_loop beside best; 0: never",
+            "metavar": "K",
+        },
+    )
+    closed_loop_tracks: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "dev tracks of those drives; none: the dataset's own (training) tracks; "
+            "never the held-out evaluation tracks"
+        },
+    )
+    closed_loop_laps: int = 1  # laps per drive (each dev track, each trained direction)
+    closed_loop_latency: str | None = field(
+        default=None,
+        metadata={
+            "help": "latency of those drives (MS or car:NAME); none: --compensate-latency's, else 0",
+            "metavar": "MS|car:NAME",
+        },
+    )
 
     # --- runtime
     seed: int = 0  # seeds weights, batch order, augmentation and dropout
@@ -270,6 +315,23 @@ class TrainConfig:
         self.augment  # noqa: B018  (validates the augmentation fields)
         check(self.base_error is None or (math.isfinite(self.base_error) and self.base_error >= 0),
               f"base_error must be >= 0, got {self.base_error}")  # fmt: skip
+        for name in ("compensate_latency", "closed_loop_latency"):
+            if getattr(self, name) is not None:
+                parse_compensation(getattr(self, name), "--" + name.replace("_", "-"))
+        check(
+            self.closed_loop_every >= 0,
+            f"closed_loop_every must be >= 0, got {self.closed_loop_every}",
+        )
+        check(
+            self.closed_loop_laps >= 1,
+            f"closed_loop_laps must be >= 1, got {self.closed_loop_laps}",
+        )
+        if self.closed_loop_tracks is not None:
+            tracks = tuple(self.closed_loop_tracks)
+            held = sorted(set(tracks) & set(HELDOUT_TRACKS))
+            check(bool(tracks), "closed_loop_tracks must name at least one track")
+            check(not held, f"closed_loop_tracks must not be the held-out tracks, got {held}")
+            object.__setattr__(self, "closed_loop_tracks", tracks)
         check(self.device in DEVICES or str(self.device).startswith("cuda:"),
               f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")  # fmt: skip
         check(
@@ -358,7 +420,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys: {unknown}")
         merged = {**d, **overrides}
-        for k in ("directions", "split_ratios", "input_size"):
+        for k in ("directions", "split_ratios", "input_size", "closed_loop_tracks"):
             if isinstance(merged.get(k), list):
                 merged[k] = tuple(merged[k])
         return cls(**merged)

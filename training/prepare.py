@@ -44,6 +44,10 @@ class PreparedData:
     dev: FrameSet
     check: dict[str, Any]
     warnings: list[str]
+    # --compensate-latency: the latency (s) the labels are for, and the frames left out
+    # per split for want of a state at t + L (training.relabel); None: recorded labels
+    label_latency_s: float | None = None
+    relabel_dropped: dict[str, int] | None = None
 
     def keys(self, split: str) -> list[str]:
         return [self.records[i]["key"] for i in self.split[split]]
@@ -129,9 +133,14 @@ def prepare_data(cfg: TrainConfig, split_keys: dict[str, list[str]] | None = Non
     # is written: the frames of train and dev now, and the test files, whose frames are loaded
     # only at the end of the run, now too, by the distribution check.
     load = {"stride": stride, "progress": cfg.progress, "verify": cfg.verify}
+    latency = _label_latency(cfg)
+    dropped: dict[str, int] = {}
     try:
         train = load_frames(ds, split["train"], desc="load train", **load)
         dev = load_frames(ds, split["dev"], desc="load dev", **load)
+        if latency is not None:
+            train, dropped["train"] = _compensate(ds, train, split["train"], stride, latency)
+            dev, dropped["dev"] = _compensate(ds, dev, split["dev"], stride, latency)
         check, warnings = _check_distribution(
             ds, split, stride, verify=("test",) if cfg.verify else ()
         )
@@ -156,7 +165,47 @@ def prepare_data(cfg: TrainConfig, split_keys: dict[str, list[str]] | None = Non
         dev=dev,
         check=check,
         warnings=warnings,
+        label_latency_s=latency,
+        relabel_dropped=dropped or None,
     )
+
+
+def _label_latency(cfg: TrainConfig) -> float | None:
+    """The latency (s) of ``--compensate-latency``, None without it (:class:`RunError`
+    for an unknown car)."""
+    if cfg.compensate_latency is None:
+        return None
+    # The expert and the env's car (pybullet) are imported only by runs that relabel.
+    from training.relabel import label_latency_s
+
+    try:
+        return label_latency_s(cfg.compensate_latency, cfg.model, cfg.model_args)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def _compensate(
+    ds: Dataset, frames: FrameSet, episodes: list[int], stride: int, latency_s: float
+) -> tuple[FrameSet, int]:
+    """``frames`` (of ``episodes``, every ``stride``-th frame) with the expert's command
+    for the state at t + ``latency_s`` as labels, without the frames that have none;
+    returns the frames and how many were left out."""
+    from training.relabel import RelabelError, compensated_labels  # see _label_latency
+
+    try:
+        lab = compensated_labels(ds, episodes, stride, latency_s)
+    except RelabelError as e:
+        raise RunError(f"--compensate-latency: {e}") from None
+    if len(lab.valid) != len(frames):  # pragma: no cover - the same episodes and stride
+        raise RunError(f"relabelled {len(lab.valid)} frames, loaded {len(frames)}")
+    keep = torch.from_numpy(np.flatnonzero(lab.valid))
+    out = FrameSet(
+        images=frames.images.index_select(0, keep.to(frames.images.device)),
+        steering=torch.from_numpy(lab.steering[lab.valid]).to(frames.steering.device),
+        throttle=torch.from_numpy(lab.throttle[lab.valid]).to(frames.throttle.device),
+        episode=frames.episode[lab.valid],
+    )
+    return out, int(len(lab.valid) - len(keep))
 
 
 def channel_stats(frames: FrameSet, seed: int, n: int = 2000) -> tuple[list[float], list[float]]:
@@ -173,7 +222,7 @@ def load_test_frames(cfg: TrainConfig, data: PreparedData) -> FrameSet:
     """The test split's frames (loaded only at the end of a run, with the same stride)."""
     ds = open_run_dataset(cfg)
     try:
-        return load_frames(
+        frames = load_frames(
             ds,
             data.split["test"],
             stride=data.stride,
@@ -183,3 +232,9 @@ def load_test_frames(cfg: TrainConfig, data: PreparedData) -> FrameSet:
         )
     except DatasetError as e:
         raise RunError(str(e)) from None
+    if data.label_latency_s is None:
+        return frames
+    frames, dropped = _compensate(ds, frames, data.split["test"], data.stride, data.label_latency_s)
+    if data.relabel_dropped is not None:
+        data.relabel_dropped["test"] = dropped
+    return frames

@@ -42,6 +42,11 @@ METRIC_COLUMNS = (
     "epoch_seconds",
     "images_per_second",
     "is_best",
+    # --closed-loop-every (training.drive_check): empty in epochs without a drive
+    "closed_loop_score",
+    "closed_loop_abs_cte",
+    "closed_loop_interventions",
+    "is_best_closed_loop",
 )
 
 
@@ -87,16 +92,29 @@ def plot_curves(
     def col(k: str) -> list[float]:
         return [float("nan") if r.get(k) is None else r[k] for r in history]
 
-    fig = Figure(figsize=(10, 4), dpi=100)
+    drives = [r for r in history if r.get("closed_loop_score") is not None]
+    fig = Figure(figsize=(15 if drives else 10, 4), dpi=100)
     FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
+    axes = fig.subplots(1, 3 if drives else 2)
+    ax1, ax2 = axes[0], axes[1]
     ax1.plot(ep, col("train_loss"), "o-", label="train loss (augmented, dropout on)")
     ax1.plot(ep, col("dev_loss"), "o-", label="dev loss")
     ax1.set_title("loss")
     ax2.plot(ep, col("train_mae"), "o-", label="train MAE (eval mode)")
     ax2.plot(ep, col("dev_mae"), "o-", label="dev MAE")
     ax2.set_title("steering MAE")
-    for ax in (ax1, ax2):
+    if drives:
+        # Checkpoint choice by driving: the closed-loop score beside the dev metrics.
+        ax3 = axes[2]
+        ax3.plot([r["epoch"] for r in drives], [r["closed_loop_score"] for r in drives], "o-",
+                 color="tab:green", label="closed-loop score (dev tracks)")  # fmt: skip
+        chosen = [r["epoch"] for r in drives if r.get("is_best_closed_loop")]
+        if chosen:
+            ax3.axvline(chosen[-1], color="tab:green", ls=":", lw=1,
+                        label=f"best closed loop: epoch {chosen[-1]}")  # fmt: skip
+        ax3.set_ylim(-5, 105)
+        ax3.set_title("driving (autonomy x laps, %)")
+    for ax in axes:
         ax.set_xlabel("epoch")
         if best_epoch > 0:
             ax.axvline(
@@ -132,9 +150,9 @@ class Board:
         if self.writer is None:
             return
         e = row["epoch"]
-        for k in METRIC_COLUMNS[1:-1]:
+        for k in METRIC_COLUMNS[1:]:
             v = row.get(k)
-            if v is not None:
+            if v is not None and not k.startswith("is_best"):
                 group, _, name = k.partition("_")
                 self.writer.add_scalar(f"{name}/{group}" if group in ("train", "dev") else k, v, e)
         self.writer.flush()
@@ -164,6 +182,13 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"best: train MAE {best['train_mae']:.4f}, dev MAE {best['dev_mae']:.4f}" + (
         f", dev macro F1 {format_metric(best['dev_macro_f1'])}" if "dev_macro_f1" in best else ""),
     ]  # fmt: skip
+    driving = summary.get("best_closed_loop")
+    if driving is not None:
+        lines.append(
+            f"best closed loop: epoch {driving['epoch']} (score {driving['closed_loop_score']:.1f}, "
+            f"mean |CTE| {driving['closed_loop_abs_cte']:.3f} m on "
+            f"{', '.join(driving['closed_loop']['tracks'])}): best_closed_loop.json"
+        )
     test = summary["test"]
     if test is not None:
         lines.append(

@@ -42,6 +42,7 @@ RUN_FILES = frozenset(
     {
         "config.json", "split.json", "metrics.csv", "curves.png", "tb",
         "best.safetensors", "best.json", "last.safetensors", "last.json",
+        "best_closed_loop.safetensors", "best_closed_loop.json",
         STATE_FILE, "last-state.json", "test_metrics.json", "diagnosis.json",
     }
 )  # fmt: skip
@@ -126,6 +127,12 @@ def checkpoint_record(
             "info": data.info,
         },
         "split": {s: data.keys(s) for s in SPLITS},
+        "labels": {
+            # --compensate-latency: the expert's command for the state at t + latency_ms
+            "compensate_latency": cfg.compensate_latency,
+            "latency_ms": 0.0 if data.label_latency_s is None else data.label_latency_s * 1e3,
+            "dropped_frames": data.relabel_dropped,
+        },
         "base_error": {"value": base[0], "note": base[1]},
         "stop_metric": cfg.resolved_stop_metric,
     }

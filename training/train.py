@@ -44,7 +44,13 @@ from typing import Any
 from tracks.cli import run_main
 from tracks.outputs import check_output_dir, os_error_line
 from training import distributed
-from training.checkpoints import ResumePoint, finish_best_record, load_resume_point, save_epoch
+from training.checkpoints import (
+    ResumePoint,
+    finish_best_record,
+    load_resume_point,
+    save_epoch,
+    warm_start,
+)
 from training.cli import Parser as _Parser
 from training.cli import fail
 from training.cli import setup_logging as _setup_logging
@@ -154,7 +160,8 @@ def run(
         for w in data.warnings:
             logger.warning("distribution check: %s", w)
 
-        model_args = saved.model_args if saved else model_args_for(cfg, data)
+        init = warm_start(cfg) if saved is None and cfg.init_from else None
+        model_args = saved.model_args if saved else init[0] if init else model_args_for(cfg, data)
         trainer = Trainer.build(
             cfg, data, model_args, device, amp_dtype, dist=ctx, channels_last=channels_last
         )
@@ -162,6 +169,9 @@ def run(
         if saved is not None:
             saved.restore(trainer)
             logger.info("resuming %s after epoch %d", run_dir, trainer.epoch)
+        elif init is not None:  # every process loads the same weights
+            trainer.model.load_state_dict(init[1])
+            logger.info("%s: warm start from %s", run_dir, cfg.init_from)
         base = base_error(cfg, data)
         ctx.from_main(lambda: write_run_files(run_dir, cfg, data))
         record = checkpoint_record(cfg, data, base)
@@ -178,10 +188,13 @@ def run(
         placement = {"on_device": cfg.frames_on_device, "pin": cfg.pin_memory}
         data.train.to(device, **placement)
         data.dev.to(device, **placement)
+        drives = _drive_check(cfg, data)
         while not trainer.done:
             row, improved = trainer.run_epoch()
 
             def after_epoch(row: dict[str, Any] = row, improved: bool = improved) -> None:
+                if drives is not None:  # --closed-loop-every: drive, keep best_closed_loop
+                    drives.after_epoch(trainer, run_dir, record)
                 save_epoch(run_dir, trainer, record, improved)
                 _report_epoch(run_dir, trainer, board, row, improved)
                 if on_epoch_end is not None:
@@ -189,7 +202,7 @@ def run(
 
             ctx.from_main(after_epoch)
         board.close()
-        return _finish(run_dir, trainer, base)
+        return _finish(run_dir, trainer, base, drives)
 
 
 def _resume_point(run_dir: Path, resume: bool) -> ResumePoint | None:
@@ -208,6 +221,19 @@ def _resume_point(run_dir: Path, resume: bool) -> ResumePoint | None:
     return saved
 
 
+def _drive_check(cfg: TrainConfig, data: PreparedData) -> Any:
+    """The run's :class:`training.drive_check.DriveCheck`, None without
+    ``--closed-loop-every`` (the env, and pybullet, are imported only by runs that drive)."""
+    if not cfg.closed_loop_every:
+        return None
+    from training.drive_check import DriveCheck
+
+    try:
+        return DriveCheck.from_config(cfg, data, data.label_latency_s)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
 def _report_epoch(
     run_dir: Path, trainer: Trainer, board: Board, row: dict[str, Any], improved: bool
 ) -> None:
@@ -222,7 +248,9 @@ def _report_epoch(
     log_epoch(row, improved)
 
 
-def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[str, Any]:
+def _finish(
+    run_dir: Path, trainer: Trainer, base: tuple[float, str], drives: Any = None
+) -> dict[str, Any]:
     """Restore the best weights, evaluate on test, diagnose; returns the run's summary."""
     cfg, data, stopper, history = trainer.cfg, trainer.data, trainer.stopper, trainer.history
     reason = trainer.stop_reason()
@@ -235,7 +263,7 @@ def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[st
     )
     best_row = trainer.restore_best()
 
-    def write_end() -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    def write_end() -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any] | None]:
         test_metrics: dict[str, Any] | None = None
         if data.split["test"]:
             metrics = trainer.test_metrics(load_test_frames(cfg, data))
@@ -244,13 +272,24 @@ def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[st
             )
         diag = diagnose(best_row["train_mae"], best_row["dev_mae"], base[0], base_note=base[1])
         write_diagnosis(run_dir, diag)
-        finish_best_record(run_dir, test_metrics, diag, reason, epochs_run)
+        by_driving = None
+        if drives is not None:  # the drives ran on rank 0: their scores are in its history
+            from training.drive_check import best_closed_loop  # see _drive_check
+
+            row = best_closed_loop(history)
+            by_driving = None if row is None else {
+                "epoch": row["epoch"],
+                "closed_loop_score": row["closed_loop_score"],
+                "closed_loop_abs_cte": row["closed_loop_abs_cte"],
+                "closed_loop": drives.describe(),
+            }  # fmt: skip
+        finish_best_record(run_dir, test_metrics, diag, reason, epochs_run, by_driving)
         plot_curves(run_dir / "curves.png", history, stopper.best_epoch, cfg.resolved_stop_metric)
-        return test_metrics, diag
+        return test_metrics, diag, by_driving
 
     epochs_run = history[-1]["epoch"] if history else 0
     # Under torchrun rank 0 tests and writes; every process returns the same summary.
-    test_metrics, diag = trainer.dist.from_main(write_end)
+    test_metrics, diag, by_driving = trainer.dist.from_main(write_end)
     return {
         "run_dir": str(run_dir),
         "best_epoch": stopper.best_epoch,
@@ -260,6 +299,7 @@ def _finish(run_dir: Path, trainer: Trainer, base: tuple[float, str]) -> dict[st
         "stop_metric": cfg.resolved_stop_metric,
         "best_metric": stopper.best,
         "best": best_row,
+        "best_closed_loop": by_driving,
         "test": test_metrics,
         "diagnosis": diag,
         "history": history,

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.loop import run_score as _run_score
 from evaluation.report.context import THIS_MACHINE, Context, stale_reasons, target_label
 from evaluation.report.formats import _num
 
@@ -65,10 +66,8 @@ def completion(row: Mapping[str, Any]) -> float:
 
 
 def run_score(row: Mapping[str, Any]) -> float:
-    """One run's score in [0, 1]: clamped autonomy fraction x completed lap fraction."""
-    autonomy = _num(row.get("autonomy"))
-    a = 0.0 if autonomy is None else max(0.0, min(1.0, autonomy / 100.0))
-    return a * completion(row)
+    """One stored run's score in [0, 1] (:func:`agents.loop.run_score`)."""
+    return _run_score(_num(row.get("autonomy")), completion(row))
 
 
 def _latency_label(row: Mapping[str, Any]) -> str:
