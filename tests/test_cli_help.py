@@ -14,6 +14,7 @@ import re
 import pytest
 
 from agents.expert import ExpertConfig
+from tests._sources import REPO, project_sources
 from tracks.cliargs import _show, config_from_args
 
 #: (module whose main() parses the command line, the arguments before --help)
@@ -169,14 +170,9 @@ def test_the_checker_catches_a_missing_or_false_default() -> None:
 
 def test_every_entry_point_is_checked() -> None:
     """A new ``python -m`` module must join ENTRY_POINTS."""
-    from pathlib import Path
-
-    repo = Path(__file__).resolve().parents[1]
     found = set()
-    for path in repo.glob("*/**/*.py"):
-        rel = path.relative_to(repo)
-        if rel.parts[0] == "tests":
-            continue
+    for path in project_sources():
+        rel = path.relative_to(REPO)
         text = path.read_text(encoding="utf-8")
         if re.search(r'^if __name__ == "__main__":', text, flags=re.M) or (
             path.name == "__main__.py"

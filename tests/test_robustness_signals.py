@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.store import Store
+from tests._sources import project_sources
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not Path("/proc/self/stat").exists(),
@@ -659,10 +660,8 @@ def test_every_command_line_ends_through_run_main():
     import ast
 
     mains = []
-    for path in sorted(ROOT.glob("*/**/*.py")):
+    for path in project_sources():
         rel = path.relative_to(ROOT)
-        if rel.parts[0] in ("tests", ".venv") or "site-packages" in rel.parts:
-            continue
         text = path.read_text()
         if path.name != "__main__.py" and not re.search(r'^if __name__ == "__main__":', text, re.M):
             continue
