@@ -28,13 +28,38 @@ def test_format_metric() -> None:
 
 def test_two_frames_wrong_class_f1_is_a_defined_zero() -> None:
     r = classification_report(np.array([0, 0]), np.array([1, 1]), 3, [-1.0, 0.0, 1.0])
-    assert r["macro_f1"] == 0.0 and r["accuracy"] == 0.0 and r["classes_in_average"] == 2
+    assert r["macro_f1"] == 0.0 and r["accuracy"] == 0.0 and r["classes_in_average"] == 1
+    # The class only predicted counts in the all-classes average, not in the one over
+    # classes that hold frames.
+    assert r["macro_f1_all"] == 0.0 and r["classes_present"] == 2
     table = format_class_table(r)
     assert "nan" not in table
     macro = table.splitlines()[-1]
     assert re.search(r"macro\s+0\.000\s+0\.000\s+0\.000\s+2", macro), macro
     # The class that never occurs nor is predicted has no F1: n/a, not 0.000.
     assert table.splitlines()[3].split()[-4:] == ["n/a", "n/a", "n/a", "0"]
+
+
+def test_a_handful_of_frames_in_a_rare_bin_does_not_swing_macro_f1() -> None:
+    """Bins under 1% of the frames are left out of the macro average: getting their few
+    frames right or wrong moves it by little (over every bin it would swing by ~1/3)."""
+    rng = np.random.default_rng(0)
+    y_true = np.concatenate([np.zeros(600, int), np.ones(394, int), np.full(6, 2)])
+    y_pred = y_true.copy()
+    noisy = rng.choice(994, 60, replace=False)  # 6% errors between the two common bins
+    y_pred[noisy] = 1 - y_pred[noisy]
+    right = classification_report(y_true, y_pred, 3)
+    wrong_pred = y_pred.copy()
+    wrong_pred[-6:] = 0  # the six rare frames all missed
+    wrong = classification_report(y_true, wrong_pred, 3)
+    assert right["min_support_frames"] == 10 and right["classes_in_average"] == 2
+    assert abs(right["macro_f1"] - wrong["macro_f1"]) < 0.01
+    assert right["macro_f1_all"] - wrong["macro_f1_all"] > 0.3
+    # Every bin keeps its row; min_support=0 is the average over every class present.
+    assert len(right["per_class"]) == 3
+    every = classification_report(y_true, wrong_pred, 3, min_support=0.0)
+    assert every["macro_f1"] == wrong["macro_f1_all"] and every["classes_in_average"] == 3
+    assert ">= 10 frames" in format_class_table(right)
 
 
 def test_no_frames_is_undefined_not_nan() -> None:

@@ -40,6 +40,7 @@ from evaluation.report.recipe import (
     recipe_targets,
 )
 from evaluation.store import Store
+from training.metrics import MIN_SUPPORT
 
 __all__ = [
     "Report",
@@ -180,7 +181,8 @@ class Report:
         return (
             f"Test frame counts differ between pilots ({listed}): their MAE and F1 are over "
             "different frames (a model trained on one direction is tested on that direction "
-            "only; max_frames subsamples the split), so compare them with care."
+            "only; labels compensated for a latency L have none for each episode's last L "
+            "seconds), so compare them with care."
         )
 
     def run_videos(self) -> list[tuple[Entry, dict[str, Any], str, str]]:
@@ -383,6 +385,8 @@ class Report:
         headers[11] = f"fits {period:g} ms"
         note = (
             "Steering MAE/MSE on the test split (classifiers: value of the argmax bin); "
+            f"macro F1 over the steering bins that hold at least {MIN_SUPPORT:.0%} of the "
+            "test frames (rarer bins have a handful of frames, whose F1 is 0 or 1 by luck); "
             "runtime = batch-1 inference, preprocessing included; params / size: parameters "
             "and weights on disk."
         )
@@ -430,8 +434,8 @@ class Report:
             headers,
             rows,
             "Each cell: precision / recall / F1 (fractions, as every F1 in this report) for "
-            "the steering bin; bins that neither occur nor are predicted are '–' and left out "
-            "of the macro average.",
+            "the steering bin; bins that neither occur nor are predicted are '–'. The macro "
+            f"average counts the bins that hold at least {MIN_SUPPORT:.0%} of the test frames.",
             "classes",
             raw_html_cells=html_cells,
         )
@@ -494,8 +498,9 @@ class Report:
             out.append(cells)
         estimates = [c.car for c in targets if c.estimate]
         note = (
-            "Offline test metrics (macro F1 for classifiers, '-' for regressors; MAE of the "
-            "steering) beside the model's counted MFLOP per frame, parameters and weights on "
+            "Offline test metrics (macro F1 for classifiers, over the steering bins that "
+            f"hold at least {MIN_SUPPORT:.0%} of the test frames, '-' for regressors; MAE of "
+            "the steering) beside the model's counted MFLOP per frame, parameters and weights on "
             "disk, and each target's median runtime (p99) and closed-loop result (score, "
             "laps, interventions; ✓ every run clean, ✗ laps missed or rescued). This "
             "machine's runtime is the closed loop's measured median, else the offline "
