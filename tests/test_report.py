@@ -143,7 +143,7 @@ def synthetic_store(tmp_path: Path) -> Path:
         "1,0.5,0.20,0.6,0.22,0.40\n2,0.3,0.10,0.4,0.12,0.60\n3,0.2,0.05,0.35,0.09,0.70\n"
     )
     per_class = [
-        {"class": k, "value": v, "precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10, "predicted": 9}
+        {"class": k, "value": v, "precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10, "predicted": 9, "averaged": k < 2}
         for k, v in enumerate((-0.5, 0.0, 0.5))
     ]  # fmt: skip
     offline = [
@@ -242,6 +242,10 @@ def test_terminal_markdown_and_csv(report: rp.Report, tmp_path: Path) -> None:
     md = rp.render_markdown(report)
     assert "| this machine | 1 | expert |" in md and "Per-class precision / recall / F1" in md
     assert "0.900/0.800/0.850" in md  # precision/recall/F1 of a class
+    # A bin under the macro average's minimum share of frames is marked, in text and HTML.
+    assert md.count("0.900/0.800/0.850*") == 2 and "marked '*'" in md
+    cells = report.class_table(html_cells=True).rows
+    assert ["(not in average)" in c for c in cells[0][1:4]] == [False, False, True]
     paths = rp.write_csv(report, tmp_path / "csv")
     assert {p.name for p in paths} == {
         "leaderboard.csv", "runs.csv", "offline.csv", "recipe.csv", "sweep.csv", "seeds.csv",

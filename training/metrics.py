@@ -102,6 +102,7 @@ def classification_report(
             "f1": float(f1[k]),
             "support": int(support[k]),
             "predicted": int(predicted[k]),
+            "averaged": bool(counted[k]),
         }
         if class_values is not None:
             row["value"] = float(class_values[k])

@@ -419,13 +419,15 @@ class Report:
                     cells.append("–")
                     continue
                 p, rc, f1 = (format_f1(c.get(x) or 0) for x in ("precision", "recall", "f1"))
+                left_out = c.get("averaged") is False  # rows stored before the key: unmarked
                 if html_cells:
                     cells.append(
                         f"P {p}<br>R {rc}<br><b>F1 {f1}</b>"
-                        f"<br><small>n={int(c.get('support') or 0)}</small>"
+                        f"<br><small>n={int(c.get('support') or 0)}"
+                        f"{' (not in average)' if left_out else ''}</small>"
                     )
                 else:
-                    cells.append(f"{p}/{rc}/{f1}")
+                    cells.append(f"{p}/{rc}/{f1}{'*' if left_out else ''}")
             cells.append(format_f1(r.get("macro_f1")))
             cells.append(_f(r.get("latency_median_ms"), ".2f"))
             rows.append(cells if not html_cells else [html.escape(cells[0]), *cells[1:]])
@@ -435,7 +437,8 @@ class Report:
             rows,
             "Each cell: precision / recall / F1 (fractions, as every F1 in this report) for "
             "the steering bin; bins that neither occur nor are predicted are '–'. The macro "
-            f"average counts the bins that hold at least {MIN_SUPPORT:.0%} of the test frames.",
+            f"average counts the bins that hold at least {MIN_SUPPORT:.0%} of the test frames "
+            "(the others are marked '*', 'not in average' in HTML).",
             "classes",
             raw_html_cells=html_cells,
         )
