@@ -113,3 +113,21 @@ def test_bad_input_is_one_line(
     assert dagger.main([*base, "--out", str(tmp_path / "y"), "--tracks", "chicane"]) == 2
     assert "evaluation tracks" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_corrupt_pilot_is_named_before_anything_is_copied(
+    ring_dataset: Path, tiny_pilot: Path, tmp_path: Path, capsys
+) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_pilot / "run", bad)
+    weights = bad / "best.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    out = tmp_path / "d"
+    rc = dagger.main(["--pilot", str(bad), "--data", str(ring_dataset), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and "sha256 does not match" in err[0], err
+    assert not (out / "data").exists()  # the dataset was not copied for a pilot that fails

@@ -311,13 +311,16 @@ def _train(tcfg: TrainConfig) -> dict[str, Any]:
 
 
 def _pilot_json(spec: str) -> Path:
-    """The checkpoint JSON of a run directory or checkpoint path."""
-    from agents.cnn import resolve_checkpoint  # torch: only here
+    """The checkpoint JSON of a run directory or checkpoint path, checked to load (its
+    sha256, its record, the model it rebuilds) before anything is copied or driven."""
+    from agents.cnn import load_model, resolve_checkpoint  # torch: only here
 
     try:
-        return Path(resolve_checkpoint(spec))
+        path = Path(resolve_checkpoint(spec))
+        load_model(path)
     except ValueError as e:
         raise RunError(f"--pilot: {e}") from None
+    return path
 
 
 def _load_state(cfg: DaggerConfig) -> dict[str, Any]:
@@ -355,6 +358,7 @@ def run_dagger(cfg: DaggerConfig, say: Any = print) -> dict[str, Any]:
     out = Path(cfg.out)
     check_output_dir(out)
     state = _load_state(cfg)
+    pilot = str(_pilot_json(cfg.pilot)) if not state["rounds"] else ""
     data = out / "data"
     t0 = time.perf_counter()
     copied = aggregate_dataset(cfg.data, data)
@@ -367,7 +371,6 @@ def run_dagger(cfg: DaggerConfig, say: Any = print) -> dict[str, Any]:
         raise RunError(f"{cfg.data}: no training tracks to drive (only held-out ones)")
     speed = expert.cruise_speed
     if not state["rounds"]:
-        pilot = str(_pilot_json(cfg.pilot))
         say(f"round 0: {cfg.pilot} on {', '.join(cfg.eval_tracks)}")
         ev = _evaluate(cfg, pilot, speed)
         state["rounds"].append({"round": 0, "pilot": pilot, "eval": ev})
