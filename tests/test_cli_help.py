@@ -14,7 +14,7 @@ import re
 import pytest
 
 from agents.expert import ExpertConfig
-from tests._sources import REPO, project_sources
+from tests._sources import entry_points
 from tracks.cliargs import _show, config_from_args
 
 #: (module whose main() parses the command line, the arguments before --help)
@@ -170,15 +170,7 @@ def test_the_checker_catches_a_missing_or_false_default() -> None:
 
 def test_every_entry_point_is_checked() -> None:
     """A new ``python -m`` module must join ENTRY_POINTS."""
-    found = set()
-    for path in project_sources():
-        rel = path.relative_to(REPO)
-        text = path.read_text(encoding="utf-8")
-        if re.search(r'^if __name__ == "__main__":', text, flags=re.M) or (
-            path.name == "__main__.py"
-        ):
-            module = ".".join(rel.with_suffix("").parts)
-            found.add(module.removesuffix(".__main__"))
+    found = set(entry_points())
     checked = {m.removesuffix(".__main__").removesuffix(".cli") for m, _ in ENTRY_POINTS}
     checked |= {m for m, _ in ENTRY_POINTS}
     assert found - checked == set()

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests._sources import project_sources
+from tests._sources import REPO, project_sources
 from tracks.progress import QuietBar, progress_bar
 
-REPO = Path(__file__).resolve().parents[1]
 PYBULLET_BANNER = re.compile(r"^pybullet build time: ")  # printed by pybullet's import
 
 

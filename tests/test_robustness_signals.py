@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.store import Store
-from tests._sources import project_sources
+from tests._sources import entry_points
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or not Path("/proc/self/stat").exists(),
@@ -659,14 +658,10 @@ def test_every_command_line_ends_through_run_main():
     """Each ``python -m`` entry point's last statement is ``raise SystemExit(run_main(main...))``."""
     import ast
 
-    mains = []
-    for path in project_sources():
+    mains = entry_points()
+    for path in mains.values():
         rel = path.relative_to(ROOT)
-        text = path.read_text()
-        if path.name != "__main__.py" and not re.search(r'^if __name__ == "__main__":', text, re.M):
-            continue
-        mains.append(rel)
-        last = ast.parse(text).body[-1]
+        last = ast.parse(path.read_text()).body[-1]
         if isinstance(last, ast.If):
             last = last.body[-1]
         call = last.exc if isinstance(last, ast.Raise) else None
@@ -676,5 +671,4 @@ def test_every_command_line_ends_through_run_main():
             and isinstance(call.args[0], ast.Call)
             and getattr(call.args[0].func, "id", None) == "run_main"
         ), f"{rel}: its last line should be raise SystemExit(run_main(main))"
-    names = {".".join(m.with_suffix("").parts).removesuffix(".__main__") for m in mains}
-    assert names == set(_ENTRY_POINTS)
+    assert set(mains) == set(_ENTRY_POINTS)
