@@ -215,12 +215,37 @@ def test_an_interrupted_migration_leaves_a_valid_dataset_and_resumes(golden, mon
         assert_same(ds.load_episode(i), old[i])
 
 
-def test_migrate_refuses_to_replace_what_it_cannot_read_back(golden, monkeypatch):
-    def corrupted(self, path, record, arrays):
-        raise DatasetError(f"{path}: field 'image' read back differs from what was written")
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        # a byte of the file on disk differs from the bytes that were meant (a bad disk)
+        ("disk", r"ep-g0\.safetensors\.tmp-.*: sha256 mismatch .*: the file is corrupt"),
+        # the bytes were written as meant, but they hold another frame (a bad encoder)
+        ("payload", r"ep-g0\.safetensors: field 'image' read back differs from what was written"),
+    ],
+)
+def test_migrate_refuses_to_replace_what_it_cannot_read_back(golden, monkeypatch, damage, problem):
+    import sim.dataset.writer as writer_mod  # the real DatasetWriter._verify_written runs
 
-    monkeypatch.setattr(DatasetWriter, "_verify_written", corrupted)
-    with pytest.raises(DatasetError, match="read back differs"):
+    if damage == "disk":
+        real_write = writer_mod.write_temp_file
+
+        def write_flipped(path, data):
+            data = bytearray(data)
+            data[-1] ^= 1  # the end of the last tensor's payload
+            return real_write(path, data)
+
+        monkeypatch.setattr(writer_mod, "write_temp_file", write_flipped)
+    else:
+        real_serialize = writer_mod._serialize_episode
+
+        def serialize_flipped(arrays, *args):
+            image = arrays["image"].copy()
+            image.flat[0] ^= 1
+            return real_serialize({**arrays, "image": image}, *args)
+
+        monkeypatch.setattr(writer_mod, "_serialize_episode", serialize_flipped)
+    with pytest.raises(DatasetError, match=problem):
         migrate_dataset(golden)
     ds = open_dataset(golden)
     assert _read_header_path(ds.episode_path(0)).version == 1  # the original is still there

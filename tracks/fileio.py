@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,28 +242,30 @@ def remove_stale_temp_files(
 
 
 @contextlib.contextmanager
-def staged_dir(final: str | Path) -> Iterator[Path]:
-    """Build a directory under a temp name beside ``final``; it becomes ``final`` (one rename)
-    only when the ``with`` block ends normally, and is removed when it raises (Ctrl-C too), so
-    ``final`` never holds half a result.
+def staged_dir(
+    final: str | Path, *, on_stale: Callable[[list[Path]], object] | None = None
+) -> Iterator[Path]:
+    """Build a directory under a temp name beside ``final``; it becomes ``final`` (one rename,
+    after the directory is fsynced) only when the ``with`` block ends normally, and is removed
+    when it raises (Ctrl-C too), so ``final`` never holds half a result.
 
     ``final`` must not exist, or be an empty directory (``FileExistsError`` otherwise).
-    Staging directories for ``final`` left by processes no longer running are removed first.
+    Staging directories for ``final`` left by processes no longer running are removed first
+    (:func:`remove_stale_temp_files`); ``on_stale`` is called with them, if there were any.
     """
     final = Path(final)
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
-    for entry in os.scandir(parent):
-        m = _TEMP_RE.match(entry.name)
-        if m and m.group("name") == final.name and entry.is_dir(follow_symlinks=False):
-            if not _pid_alive(int(m.group("pid"))):
-                shutil.rmtree(entry.path, ignore_errors=True)
+    removed = remove_stale_temp_files(parent, dirs=True, name=final.name)
+    if removed and on_stale is not None:
+        on_stale(removed)
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
         raise FileExistsError(errno.EEXIST, "exists and is not an empty directory", str(final))
-    tmp = final.with_name(_temp_name(final.name))
+    tmp = temp_path(final)
     tmp.mkdir()
     try:
         yield tmp
+        fsync_dir(tmp)
         os.replace(tmp, final)  # over an empty directory too (POSIX rename)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

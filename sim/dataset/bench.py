@@ -46,6 +46,7 @@ def _rendered(
     frames: int, size: tuple[int, int], episode_frames: int, seed: int
 ) -> Iterator[tuple[dict[str, np.ndarray], EpisodeMeta]]:
     """Episodes of rendered camera frames (see the module docstring)."""
+    from sim.bench import _p_control  # lazy, as TrackEnv: gymnasium, PyBullet
     from sim.env import TrackEnv  # lazy: the dataset format itself does not need PyBullet
 
     env = TrackEnv(track=_RENDER_TRACKS[0], image_size=size, fixed_speed=2.0)
@@ -58,7 +59,7 @@ def _rendered(
             buf: dict[str, list] = {k: [] for k in FRAME_KEYS}
             ended = "time_limit"
             for _ in range(min(episode_frames, frames - done)):
-                steer = float(np.clip(-1.2 * info["lateral"] - 1.5 * info["heading_error"], -1, 1))
+                steer = float(_p_control(info["lateral"], info["heading_error"]))
                 append_frame(buf, obs, (steer, 0.0), info)
                 obs, _, terminated, truncated, info = env.step(np.array([steer], np.float32))
                 if terminated or truncated:

@@ -7,6 +7,7 @@ the disk.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -226,6 +227,15 @@ def _loads_limited(text: str | bytes, where: str) -> Any:
     if problem:
         raise DatasetError(f"{where}: {problem}")
     return obj
+
+
+def _read_bounded(path: str | os.PathLike[str], limit: int) -> tuple[int, bytes]:
+    """(size when opened, bytes) of the file ``path``, read only if that size is at most
+    ``limit`` (else ``b""``), and then at most ``limit + 1`` bytes: more than ``limit``
+    means it grew while being read. ``OSError`` passes through; the caller words the refusal."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        return size, (f.read(limit + 1) if size <= limit else b"")
 
 
 def _image_size_problem(hw: Any) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from sim.dataset.format import (
     _info_image_size,
     _is_int,
     _loads_limited,
+    _read_bounded,
 )
 from sim.dataset.frames import FRAME_FIELDS
 from sim.dataset.tub_format import tub_hint
@@ -107,14 +107,12 @@ def _read_manifest(root: Path) -> tuple[dict | None, list[str]]:
     if not root.is_dir():
         return None, [f"{root}: no such dataset directory"]
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > MAX_MANIFEST_BYTES:
-                return None, [
-                    f"{path}: file size {size / 2**20:.1f} MiB exceeds the limit "
-                    f"{MAX_MANIFEST_BYTES / 2**20:g} MiB (MAX_MANIFEST_BYTES)"
-                ]
-            data = f.read(MAX_MANIFEST_BYTES + 1)
+        size, data = _read_bounded(path, MAX_MANIFEST_BYTES)
+        if size > MAX_MANIFEST_BYTES:
+            return None, [
+                f"{path}: file size {size / 2**20:.1f} MiB exceeds the limit "
+                f"{MAX_MANIFEST_BYTES / 2**20:g} MiB (MAX_MANIFEST_BYTES)"
+            ]
         text = data.decode("utf-8")
     except FileNotFoundError:
         return None, [tub_hint(root) or f"{path}: missing (not a trackpilot dataset?)"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,6 @@ def migrate_dataset(
     out: str | Path | None = None,
     *,
     progress: bool = False,
-    on_episode: Callable[[str, str], None] | None = None,
 ) -> dict[str, Any]:
     """Rewrite every episode of ``src`` whose file is not version :data:`SCHEMA_VERSION` (into
     ``out``: every episode), verified; returns a summary (counts, bytes before and after).
@@ -53,8 +51,7 @@ def migrate_dataset(
     In place (``out`` None) the manifest is raised to version 2 first, then each raw file is
     replaced by its compressed twin. With ``out`` a new dataset of the same info is written
     there; episodes it already holds from this ``src`` (an interrupted run) are kept, and an
-    ``out`` holding anything else is refused. ``on_episode(key, what)`` is told of each
-    episode (``"migrated"``, ``"kept"``).
+    ``out`` holding anything else is refused.
     """
     ds = open_dataset(src)
     in_place = out is None
@@ -82,15 +79,11 @@ def migrate_dataset(
             if have == SCHEMA_VERSION:
                 summary["kept"] += 1
                 summary["bytes_after"] += rec["bytes"]
-                if on_episode:
-                    on_episode(key, "kept")
                 continue
         elif key in done:
             _check_migrated(dest, done[key], rec, src)
             summary["kept"] += 1
             summary["bytes_after"] += done[key]["bytes"]
-            if on_episode:
-                on_episode(key, "kept")
             continue
         arrays = ds.load_episode(i, verify=True)
         header = source_header_extra(ds, i)
@@ -107,8 +100,6 @@ def migrate_dataset(
         del arrays
         summary["migrated"] += 1
         summary["bytes_after"] += new["bytes"]
-        if on_episode:
-            on_episode(key, "migrated")
     return summary
 
 

@@ -66,17 +66,19 @@ hidden temporary directory, which the next import or export to that path removes
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sim.dataset.format import DIRECTIONS, DatasetError, _is_int
 from tracks.common import format_size, parse_size
-from tracks.fileio import fsync_dir, remove_stale_temp_files, temp_path
+from tracks.fileio import staged_dir
 from tracks.outputs import check_output_dir
 
 __all__ = [
@@ -225,25 +227,20 @@ class TubExportConfig:
 # --------------------------------------------------------------------------- output dirs
 
 
-def _publish(tmp: Path, out: Path) -> None:
-    """Rename the complete ``tmp`` directory to ``out`` (absent or an empty directory)."""
-    fsync_dir(tmp)
-    os.replace(tmp, out)
-    fsync_dir(out.parent)
-
-
-def _new_output(out: Path, what: str) -> Path:
-    """A fresh temp directory beside ``out`` to build ``what`` in; ``out`` must not hold
-    anything yet. Temp directories of killed earlier runs are removed."""
+@contextlib.contextmanager
+def _staged_output(out: Path, what: str) -> Iterator[Path]:
+    """:func:`~tracks.fileio.staged_dir` for the new directory ``out`` that ``what`` writes:
+    ``out`` must not hold anything yet and its parent must be writable (both checked first,
+    one line each); temp directories of killed earlier runs are removed, with a warning."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DatasetError(f"{out}: exists and is not empty; {what} writes a new directory")
     check_output_dir(out.parent)
-    removed = remove_stale_temp_files(out.parent, dirs=True, name=out.name)
-    if removed:
+
+    def warn(removed: list[Path]) -> None:
         logger.warning("removed %s, left by a killed %s", removed[0], what)
-    tmp = temp_path(out)
-    tmp.mkdir(parents=True)
-    return tmp
+
+    with staged_dir(out, on_stale=warn) as tmp:
+        yield tmp
 
 
 # ----------------------------------------------------------------------------- summary

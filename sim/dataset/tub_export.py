@@ -8,7 +8,6 @@ by ``WORKERS`` threads, every file is fsynced, and the tub is renamed into place
 from __future__ import annotations
 
 import io
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +27,7 @@ from sim.dataset.tub import (
     WORKERS,
     TubExportConfig,
     TubMapping,
-    _new_output,
-    _publish,
+    _staged_output,
 )
 from sim.dataset.tub_format import (
     MAX_TUB_RECORDS,
@@ -80,8 +78,7 @@ def export_tub(
         "exported_by": "python -m sim.dataset export-tub",
         **asdict(mapping),
     }
-    tmp = _new_output(out, "export-tub")
-    try:
+    with _staged_output(out, "export-tub") as tmp:
         writer = TubWriter(tmp, _INPUTS, _TYPES, metadata, max_len=cfg.max_len, created_at=now)
         images: list[Path] = []
         next_ms = int(round(now * 1000))
@@ -118,10 +115,6 @@ def export_tub(
         writer.close()
         fsync_files([*images, *writer.files], workers=2 * WORKERS)
         fsync_dir(tmp / TUB_IMAGES_DIRNAME)
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "command": "export-tub",
         "dataset": str(dataset),

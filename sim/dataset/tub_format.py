@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sim.dataset.format import DatasetError, _is_int, _loads_limited
+from sim.dataset.format import DatasetError, _is_int, _loads_limited, _read_bounded
 
 __all__ = [
     "MAX_TUB_CATALOGS",
@@ -154,9 +154,7 @@ def read_limited(path: Path, limit: int, name: str) -> bytes:
     """The bytes of ``path``, refused (:class:`DatasetError` naming the limit ``name``) when
     larger than ``limit``, checked before reading; ``FileNotFoundError`` passes through."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            data = f.read(limit + 1) if size <= limit else b""
+        size, data = _read_bounded(path, limit)
     except FileNotFoundError:
         raise
     except OSError as e:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -35,8 +34,7 @@ from sim.dataset.tub import (
     TubImportConfig,
     TubMapping,
     _counts_text,
-    _new_output,
-    _publish,
+    _staged_output,
 )
 from sim.dataset.tub_format import (
     MAX_TUB_IMAGE_BYTES,
@@ -442,9 +440,8 @@ def import_tub(
         },
         "tubs": [_tub_info(p) for p in plans],
     }
-    tmp = _new_output(out, "import-tub")
     episodes = frames_written = 0
-    try:
+    with _staged_output(out, "import-tub") as tmp:
         writer = DatasetWriter(tmp, info)
         with (
             ThreadPoolExecutor(WORKERS) as pool,
@@ -461,10 +458,6 @@ def import_tub(
                         episodes += 1
                         frames_written += len(frames)
         del writer
-        _publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     counts = sum((p.counts for p in plans), Counter())
     counts["unreadable"] += total - frames_written  # images skipped with --skip-bad-records
     counts["imported"] = frames_written

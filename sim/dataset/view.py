@@ -43,10 +43,6 @@ TARGET_HEIGHT = 480
 MAX_VIDEO_SIDE = 4096
 
 
-def _keys(text: str) -> tuple[str, ...]:
-    return tuple(k.strip() for k in text.split(",") if k.strip())
-
-
 @dataclass(frozen=True)
 class ViewConfig:
     """What ``sim.dataset view`` writes."""
@@ -57,7 +53,6 @@ class ViewConfig:
         metadata={
             "help": "comma-separated episode keys, in the order to show them; none given: "
             "every episode, in recording order",
-            "parse": _keys,
             "metavar": "K1,K2",
         },
     )
