@@ -65,6 +65,7 @@ __all__ = [
     "RunResult",
     "StepResult",
     "autonomy_percent",
+    "completion",
     "default_max_time",
     "latency_substeps",
     "run_score",
@@ -85,6 +86,14 @@ def autonomy_percent(interventions: int, elapsed_s: float) -> float:
     if elapsed_s <= 0:
         return 100.0 if interventions == 0 else 0.0
     return max(0.0, 100.0 * (1.0 - interventions * AUTONOMY_PENALTY_S / elapsed_s))
+
+
+def completion(laps_completed: float, laps_target: float | None, completed: bool) -> float:
+    """Completed fraction of the target laps, in [0, 1]; without a target (none or 0),
+    1 if the run completed, else 0."""
+    if not laps_target:
+        return 1.0 if completed else 0.0
+    return max(0.0, min(1.0, laps_completed / laps_target))
 
 
 def run_score(autonomy: float | None, lap_fraction: float) -> float:
@@ -308,8 +317,9 @@ class RunResult(Outcome):
     @property
     def score(self) -> float:
         """:func:`run_score` of this run."""
-        target = self.laps_target
-        return run_score(self.autonomy, self.laps_completed / target if target else 1.0)
+        return run_score(
+            self.autonomy, completion(self.laps_completed, self.laps_target, self.completed)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

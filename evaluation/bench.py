@@ -16,7 +16,8 @@
 - ``backends``: the same jobs on the process pool and on a local Ray instance with the
   same CPUs, alternating: runs per minute of each (the pool's start included, Ray on
   its running instance, as a cluster that is up), Ray's first pass (instance and
-  workers starting) apart, and whether every backend gave the same results.
+  workers starting) apart, and whether every backend gave the same results (every field
+  of every run's result but its wall time and the path its pilot was loaded from).
 - ``driver``: what the driver spends per finished run, whatever the cluster's size: the
   result row (``make_row``), and the Ray round trip of a task that only hands a real
   run's result back (on a local instance: the most results per second one driver takes
@@ -41,10 +42,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluation.backends import RunFailure, open_backend
+from evaluation.backends import RunFailure, comparable, open_backend
 from evaluation.evaluate import evaluate, make_row, prepare_pilot
 from evaluation.latency import parse_latency
-from evaluation.runner import RunJob, RunResult, run_job, run_many
+from evaluation.runner import RunJob, RunResult, _worker_init, run_job, run_many
 from evaluation.store import Store
 from tracks import load_track
 from tracks.cli import run_main
@@ -58,18 +59,12 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _one_thread() -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
 def bench_runs(
-    pilot: str, tracks: Sequence[str], laps: Sequence[int], *, repeats: int = 1, speed: float = 2.0
+    pilot: str, tracks: Sequence[str], laps: Sequence[int], *, repeats: int = 1
 ) -> list[dict[str, Any]]:
     """Wall seconds per run of ``pilot`` on each track and lap count (median of
     ``repeats``), zero latency, no trajectory, one thread, in this process."""
-    _one_thread()
+    _worker_init()  # one thread, as in an evaluation worker
     warm = run_job(RunJob(pilot, tracks[0], laps=1, max_time_s=2.0, record_trajectory=False))
     if isinstance(warm, RunFailure):
         raise ValueError(warm.line())
@@ -79,7 +74,7 @@ def bench_runs(
         for n in laps:
             walls, cpus, last = [], [], None
             for r in range(repeats):
-                job = RunJob(pilot, track, laps=n, speed=speed, seed=r, record_trajectory=False)
+                job = RunJob(pilot, track, laps=n, seed=r, record_trajectory=False)
                 t0, c0 = time.perf_counter(), time.process_time()
                 last = run_job(job)
                 walls.append(time.perf_counter() - t0)
@@ -197,15 +192,13 @@ def bench_backends(
         out["ray_start_s"] = round(time.perf_counter() - t0, 2)
         t_cold, ref = timed(ray_backend)
         out["ray_first_pass_s"] = round(t_cold, 2)
+        expected = [comparable(r) for r in ref]
         for _ in range(rounds):
-            t, res = timed("pool")
-            pool_s.append(t)
-            busy["pool"].append(busy_pct(t, res))
-            same &= all(a.mean_abs_cte == b.mean_abs_cte for a, b in zip(ref, res, strict=True))
-            t, res = timed(ray_backend)
-            warm_s.append(t)
-            busy["ray"].append(busy_pct(t, res))
-            same &= all(a.mean_abs_cte == b.mean_abs_cte for a, b in zip(ref, res, strict=True))
+            for name, backend, times in (("pool", "pool", pool_s), ("ray", ray_backend, warm_s)):
+                t, res = timed(backend)
+                times.append(t)
+                busy[name].append(busy_pct(t, res))
+                same &= [comparable(r) for r in res] == expected
     pool, warm = statistics.median(pool_s), statistics.median(warm_s)
     out["pool_s"] = [round(t, 2) for t in pool_s]
     out["ray_s"] = [round(t, 2) for t in warm_s]

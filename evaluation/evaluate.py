@@ -49,7 +49,13 @@ from agents.base import PilotNeeds, pilot_metadata, pilot_needs
 from agents.loop import ClosedLoop
 from agents.registry import load_pilot
 from evaluation import runner
-from evaluation.backends import BACKENDS, Backend, RunsIncomplete, check_backend
+from evaluation.backends import (
+    BACKENDS,
+    Backend,
+    RunsIncomplete,
+    check_backend,
+    validate_backend_options,
+)
 from evaluation.cars import get_car
 from evaluation.charge import LatencyCharge, load_profiles, resolve_charge
 from evaluation.latency import (
@@ -181,15 +187,7 @@ class EvalConfig:
             raise ValueError(f"seeds must be integers >= 0, got {list(self.seeds)}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.address is not None and self.backend != "ray":
-            raise ValueError("--address is for --backend ray")
-        if self.address is not None and self.video_dir:
-            raise ValueError(
-                "--video with --address: each video would be written on the cluster node that "
-                "ran it; make videos with the process pool or a local Ray instance"
-            )
+        validate_backend_options(self.backend, self.address, video=bool(self.video_dir))
         if self.max_time_s is not None and not self.max_time_s > 0:
             raise ValueError(f"max_time_s must be > 0, got {self.max_time_s}")
         if any(not math.isfinite(v) or v < 0 for v in self.sweep_latencies_ms):

@@ -54,7 +54,13 @@ import numpy as np
 import torch
 
 from agents.classical import EdgePilot
-from evaluation.backends import BACKENDS, Backend, check_backend, open_backend
+from evaluation.backends import (
+    BACKENDS,
+    Backend,
+    check_backend,
+    open_backend,
+    validate_backend_options,
+)
 from evaluation.cars import get_car
 from evaluation.evaluate import evaluate
 from evaluation.presets import FULL, PRESETS, QUICK, ROLES, TINY, ModelSpec, Preset
@@ -284,8 +290,10 @@ def evaluate_zoo(
             f"  closed loop estimated for {preset.reference_car}: {len(car_rows)} runs in "
             f"{time.perf_counter() - t0:.0f} s"
         )
-    comp_rows, comp_label = _compensation_rows(preset, zoo, car_rows, names, progress, common)
-    if comp_rows and comp_label and not comp_label.startswith("estimated"):
+    comp_rows, comp_label, comp_reused = _compensation_rows(
+        preset, zoo, car_rows, names, progress, common
+    )
+    if comp_rows and not comp_reused:  # reused runs: already said with the car's
         say(f"  closed loop at {comp_label} (compensated for it): {len(comp_rows)} runs")
     sweep_specs = [str(zoo[r].run_dir) for r in preset.sweep_roles if r in zoo]
     sweep_rows: list[ResultRow] = []
@@ -327,7 +335,7 @@ def evaluate_zoo(
         cm = {"split": "test", "note": f"not computed ({e})"}
     offline.append(_offline_row("classical", "classical", rows, metrics=cm))
     offline += [_offline_row(m.spec.name, "cnn", rows, trained=m) for m in zoo.values()]
-    fresh = [r for r in comp_rows if not any(r is c for c in car_rows)]
+    fresh = [] if comp_reused else comp_rows  # reused runs are stored with car_rows
     eid = store.add(
         closed_loop=[*rows, *robust_rows, *car_rows, *fresh],
         sweep=sweep_rows,
@@ -359,20 +367,21 @@ def _compensation_rows(
     names: dict[str, str],
     progress: bool,
     common: dict[str, Any],
-) -> tuple[list[ResultRow], str | None]:
+) -> tuple[list[ResultRow], str | None, bool]:
     """The slow classifier and its compensated versions at the latency the compensated
     one was trained for (``compensate_latency``: a fixed value, or a car computer's
-    estimate: the reference car's runs are reused), and that latency's label."""
+    estimate: the reference car's runs are reused), that latency's label, and whether
+    the rows are the reference car's (reused, not new runs)."""
     comp = preset.role("compensated")
     if comp is None or not comp.compensate_latency or "compensated" not in zoo:
-        return [], None
+        return [], None, False
     pilots = {names[str(zoo[r].run_dir)] for r in _COMPENSATION_ROLES if r in zoo}
     specs = [str(zoo[r].run_dir) for r in _COMPENSATION_ROLES if r in zoo]
     text = comp.compensate_latency
     if text.startswith("car:"):
         car = text[4:]
         if car == preset.reference_car:
-            return [r for r in car_rows if r.pilot in pilots], f"estimated for {car}"
+            return [r for r in car_rows if r.pilot in pilots], f"estimated for {car}", True
         setting: dict[str, Any] = {"car": car}
         label = f"estimated for {car}"
     else:
@@ -383,7 +392,7 @@ def _compensation_rows(
         **setting, **common,
     )  # fmt: skip
     _rename(rows, names)
-    return rows, label
+    return rows, label, False
 
 
 # ---------------------------------------------------------------------------- step 4: reports
@@ -462,15 +471,7 @@ class LeaderboardConfig:
             raise ValueError("--workers and --threads must be >= 1")
         if self.car is not None:
             get_car(self.car)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        if self.address is not None and self.backend != "ray":
-            raise ValueError("--address is for --backend ray")
-        if self.address is not None and self.video:
-            raise ValueError(
-                "--video with --address: each video would be written on the cluster node that "
-                "ran it; make videos with the process pool or a local Ray instance"
-            )
+        validate_backend_options(self.backend, self.address, video=bool(self.video))
 
 
 def presets_help(width: int = 78) -> str:

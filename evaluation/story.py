@@ -61,6 +61,16 @@ def _runs(rows: Sequence[Any], name: str, direction: str | None = None) -> list[
     return [r for r in rows if r.pilot == name and (direction is None or r.direction == direction)]
 
 
+def _crashed(run: Any) -> bool:
+    """The run needed an intervention or did not finish its laps."""
+    return run.interventions > 0 or not run.completed
+
+
+def _laps_cleanly(runs: Sequence[Any]) -> bool:
+    """Every run finished without an intervention, and the runs cover both directions."""
+    return all(not _crashed(r) for r in runs) and {r.direction for r in runs} == {"ccw", "cw"}
+
+
 def _score(rows: Sequence[Any]) -> float:
     return 100.0 * sum(run_score(dataclasses.asdict(r)) for r in rows) / len(rows) if rows else 0.0
 
@@ -99,7 +109,7 @@ def story_checks(preset: Preset, ev: Evaluation) -> list[Check]:
     compact = preset.role("compact")
     if compact:
         runs = _runs(rows, compact.name)
-        clean = [r for r in runs if r.completed and r.interventions == 0]
+        clean = [r for r in runs if not _crashed(r)]
         where = ", ".join(
             f"{r.track} {r.direction} {r.laps_completed}/{r.laps_target} laps, "
             f"{r.interventions} interventions"
@@ -108,9 +118,7 @@ def story_checks(preset: Preset, ev: Evaluation) -> list[Check]:
         checks.append(
             Check(
                 f"{compact.name} completes its laps in both directions on the held-out tracks",
-                bool(runs)
-                and len(clean) == len(runs)
-                and {r.direction for r in runs} == {"ccw", "cw"},
+                _laps_cleanly(runs),
                 f"{len(clean)}/{len(runs)} runs clean ({where})",
             )
         )
@@ -143,20 +151,15 @@ def compensation_check(
         return Check(name, False, f"no runs at {where}")
 
     def summary(runs: Sequence[Any]) -> str:
-        clean = sum(1 for r in runs if r.completed and r.interventions == 0)
+        clean = sum(1 for r in runs if not _crashed(r))
         dirs = "/".join(sorted({r.direction for r in runs}))
         return (
             f"{clean}/{len(runs)} runs clean ({dirs}), "
             f"{sum(r.interventions for r in runs)} interventions"
         )
 
-    def laps_cleanly(runs: Sequence[Any]) -> bool:
-        return all(r.completed and r.interventions == 0 for r in runs) and {
-            r.direction for r in runs
-        } == {"ccw", "cw"}
-
-    crashed = any(r.interventions > 0 or not r.completed for r in plain)
-    lapped = [m.name for m in versions if laps_cleanly(_runs(rows, m.name))]
+    crashed = any(_crashed(r) for r in plain)
+    lapped = [m.name for m in versions if _laps_cleanly(_runs(rows, m.name))]
     parts = [f"{slow.name} at {_lat(plain)}: {summary(plain)}"]
     parts += [f"{m.name}: {summary(_runs(rows, m.name))}" for m in versions]
     return Check(name, crashed and bool(lapped), "; ".join(parts))
@@ -174,23 +177,15 @@ def _car_check(preset: Preset, compact: ModelSpec, ev: Evaluation) -> Check:
     if best is None or not rows:
         return Check(name, False, "no classifier F1" if best is None else "no runs on the car")
     runs = _runs(rows, compact.name)
-    clean = [r for r in runs if r.completed and r.interventions == 0]
-    compact_ok = (
-        bool(runs)
-        and len(clean) == len(runs)
-        and {r.direction for r in runs}
-        == {
-            "ccw",
-            "cw",
-        }
-    )
+    clean = [r for r in runs if not _crashed(r)]
+    compact_ok = _laps_cleanly(runs)
     parts = [f"{compact.name} at {_lat(runs)}: {len(clean)}/{len(runs)} runs clean"]
     crashed_any = False
     for pilot in sorted((p for p in f1 if f1[p] >= best - 0.05), key=lambda p: -f1[p]):
         mine = _runs(rows, pilot)
         if not mine:
             continue
-        bad = [r for r in mine if r.interventions > 0 or not r.completed]
+        bad = [r for r in mine if _crashed(r)]
         crashed_any = crashed_any or bool(bad)
         parts.append(
             f"{pilot} (F1 {format_f1(f1[pilot])}, best {format_f1(best)}) at {_lat(mine)}: "
@@ -222,7 +217,7 @@ def _slow_check(slow: ModelSpec, ev: Evaluation) -> Check:
     if not runs:
         return Check(f"{slow.name}: near-best F1 yet crashes at its latency", False, "no runs")
     lat, period = runs[0].latency_ms, runs[0].control_period_ms
-    crashed = [r for r in runs if r.interventions > 0 or not r.completed]
+    crashed = [r for r in runs if _crashed(r)]
     sw = [
         s for s in sweep_summary(dataclasses.asdict(r) for r in ev.sweep) if s["pilot"] == slow.name
     ]

@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from agents.registry import load_pilot, pilot_files
-from evaluation.backends import RunsIncomplete, check_backend, open_backend
+from evaluation.backends import (
+    RunsIncomplete,
+    check_backend,
+    open_backend,
+    validate_backend_options,
+)
 from evaluation.backends.pool import PoolBackend
 from evaluation.backends.shipping import materialise, pack
 from evaluation.runner import RunJob, run_many
@@ -94,6 +99,17 @@ def test_backend_names_and_addresses_are_checked() -> None:
         assert isinstance(b, PoolBackend) and b.workers == 2
     with pytest.raises(ValueError, match="workers must be >= 1"):
         PoolBackend(0)
+
+
+def test_backend_options_are_checked_together_without_a_cluster() -> None:
+    with pytest.raises(ValueError, match="backend must be one of pool, ray, got 'spark'"):
+        validate_backend_options("spark", None)
+    with pytest.raises(ValueError, match="--address is for --backend ray"):
+        check_backend("pool", "auto")
+    with pytest.raises(ValueError, match="^--video with --address: each video"):
+        validate_backend_options("ray", "10.0.0.1:6379", video=True)
+    validate_backend_options("ray", "10.0.0.1:6379")  # no probe: nothing answers there
+    validate_backend_options("pool", None, video=True)
 
 
 def test_evaluate_cli_rejects_address_without_ray(tmp_path, capsys) -> None:

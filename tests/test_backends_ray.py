@@ -7,7 +7,6 @@ Ray is an optional extra: without it these tests are skipped (``.ci/run`` instal
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import socket
@@ -21,7 +20,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
 
-from evaluation.backends import RunsIncomplete  # noqa: E402
+from evaluation.backends import RunsIncomplete, comparable  # noqa: E402
 from evaluation.backends.ray_tasks import RayBackend, RayUnreachable, probe  # noqa: E402
 from evaluation.backends.shipping import pack  # noqa: E402
 from evaluation.runner import RunJob, run_many  # noqa: E402
@@ -39,13 +38,6 @@ def ray_cluster():
         signal.signal(sig, handler)
     yield
     ray.shutdown()
-
-
-def _comparable(result) -> dict:
-    d = dataclasses.asdict(result)
-    d.pop("wall_s")  # real time: differs from run to run
-    d["pilot_meta"].pop("checkpoint", None)  # the file it was loaded from: on Ray, a copy
-    return d
 
 
 def _closed_port() -> int:
@@ -76,7 +68,7 @@ def test_ray_runs_match_the_pool_and_report_an_unloadable_pilot(
     for a, b in zip(pool.value.results, on_ray.value.results, strict=True):
         assert (a is None) == (b is None)
         if a is not None:
-            assert _comparable(a) == _comparable(b)  # the same run, wherever it ran
+            assert comparable(a) == comparable(b)  # the same run, wherever it ran
     failure = on_ray.value.failures[2]
     assert failure.pilot_spec == str(broken)  # the user's spec, not the worker's cache path
     assert "sha256 does not match" in failure.reason

@@ -84,7 +84,8 @@ def test_cli_malformed_track_file(tmp_path, capsys) -> None:
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ")
 
 
-def test_evaluate_in_process_with_sweep(tmp_path) -> None:
+def test_evaluate_in_process_with_sweep(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # where the default store (trackpilot_out/) would go
     rows = evaluate(
         ["expert"],
         tracks=["oval"],
@@ -163,15 +164,16 @@ def test_cli_unusable_ffmpeg_fails_before_any_run(tmp_path, capsys, monkeypatch)
     broken.chmod(0o755)
     monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(broken))
     mp4._probe.cache_clear()
+    db = tmp_path / "lb.sqlite"
     try:
         rc = main(["expert", *SHORT, "--video", str(tmp_path / "v"), "--no-progress",
-                   "--out", str(tmp_path / "out")])  # fmt: skip
+                   "--out", str(tmp_path / "out"), "--db", str(db)])  # fmt: skip
     finally:
         mp4._probe.cache_clear()
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert err[0].startswith(f"error: {broken}: this ffmpeg cannot write MP4 video (exit status 3")
-    assert not (tmp_path / "out" / "results.jsonl").exists()
+    assert not db.exists()  # refused before the store was opened
 
 
 def test_classical_pilot_runs() -> None:

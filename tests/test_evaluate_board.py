@@ -79,7 +79,12 @@ def test_evaluate_then_report_in_an_empty_directory(tmp_path, monkeypatch, capsy
     assert [r["evaluation_id"] for r in rows] == [evals[0]["id"], evals[1]["id"]]
     assert rows[1]["pilot_kind"] == "sb3" and rows[1]["checkpoint_sha256"]
     assert all(r["trajectory"] for r in rows)
-    assert not list(tmp_path.rglob("results.jsonl"))
+    # the runs went to the store and nowhere else: no per-evaluation result files
+    assert (tmp_path / DEFAULT_DB).is_file()
+    assert sorted(p.name for p in (tmp_path / "trackpilot_out").iterdir()) == [
+        DEFAULT_DB.name,
+        "report",
+    ]
 
 
 def test_a_store_that_cannot_be_written_is_refused_before_any_run(tmp_path, capsys):

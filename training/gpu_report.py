@@ -146,9 +146,7 @@ class ChildRun:
         return out
 
 
-def run_child(
-    name: str, cmd: list[str], timeout_s: float, log_dir: Path, env: dict[str, str] | None = None
-) -> ChildRun:
+def run_child(name: str, cmd: list[str], timeout_s: float, log_dir: Path) -> ChildRun:
     """Run ``cmd`` for at most ``timeout_s`` seconds, stdout and stderr merged, each line
     timestamped and logged to ``log_dir/NAME.log``.
 
@@ -166,7 +164,7 @@ def run_child(
         log.flush()
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True, errors="replace", env=env, start_new_session=True,
+            text=True, errors="replace", start_new_session=True,
             preexec_fn=pdeathsig_preexec(signal.SIGKILL),
         )  # fmt: skip
 

@@ -11,7 +11,7 @@ with a :class:`Backend` subclass and one line in :func:`open_backend`.
 
 from __future__ import annotations
 
-from evaluation.backends.base import Backend, RunFailure, RunsIncomplete
+from evaluation.backends.base import Backend, RunFailure, RunsIncomplete, comparable
 
 __all__ = [
     "BACKENDS",
@@ -19,7 +19,9 @@ __all__ = [
     "RunFailure",
     "RunsIncomplete",
     "check_backend",
+    "comparable",
     "open_backend",
+    "validate_backend_options",
 ]
 
 #: Backend names, as ``--backend`` takes them.
@@ -39,14 +41,26 @@ def _ray_module():  # noqa: ANN202 - the module, imported on demand
     return ray_tasks
 
 
+def validate_backend_options(backend: str, address: str | None, video: bool = False) -> None:
+    """ValueError (one line) for options that cannot go together: an unknown backend
+    name, an ``address`` for a backend other than ``ray``, or ``video`` with an
+    ``address`` (each video would be written on the node that ran it). No network."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if address is not None and backend != "ray":
+        raise ValueError("--address is for --backend ray")
+    if address is not None and video:
+        raise ValueError(
+            "--video with --address: each video would be written on the cluster node that "
+            "ran it; make videos with the process pool or a local Ray instance"
+        )
+
+
 def check_backend(name: str, address: str | None = None) -> None:
     """Fail now, before long work, if ``open_backend(name, address=address)`` would:
     an unknown name, Ray missing, or no cluster answering at ``address`` (probed with a
     bounded wait). Starts nothing."""
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
-    if address and name != "ray":
-        raise ValueError("--address is for --backend ray")
+    validate_backend_options(name, address)
     if name == "ray":
         ray_tasks = _ray_module()
         if address:
@@ -59,12 +73,9 @@ def open_backend(name: str, *, workers: int = 1, address: str | None = None) -> 
 
     ValueError for an unknown name, an address without Ray, Ray not installed, or a
     cluster that cannot be reached (one line each)."""
+    validate_backend_options(name, address)
     if name == "pool":
-        if address:
-            raise ValueError("--address is for --backend ray")
         from evaluation.backends.pool import PoolBackend
 
         return PoolBackend(workers)
-    if name == "ray":
-        return _ray_module().RayBackend(workers, address)
-    raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    return _ray_module().RayBackend(workers, address)

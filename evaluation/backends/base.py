@@ -13,18 +13,29 @@ Backends are context managers: leaving the block, however, stops what they start
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Backend", "RunFailure", "RunsIncomplete", "this_host"]
+__all__ = ["Backend", "RunFailure", "RunsIncomplete", "comparable", "this_host"]
 
 
 def this_host() -> str:
     """This machine's name, for messages that say where something happened."""
     return socket.gethostname() or "localhost"
+
+
+def comparable(result: Any) -> dict[str, Any]:
+    """A run's result (a ``RunResult``) as a dict that must be the same on every backend:
+    all of it but the real time it took and the file its pilot was loaded from (on Ray,
+    a copy in the worker's cache)."""
+    d = dataclasses.asdict(result)
+    d.pop("wall_s")  # real time: differs from run to run
+    d["pilot_meta"].pop("checkpoint", None)  # the file it was loaded from: on Ray, a copy
+    return d
 
 
 @dataclass(frozen=True)

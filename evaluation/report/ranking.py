@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.loop import completion as _completion
 from agents.loop import run_score as _run_score
 from evaluation.report.context import THIS_MACHINE, Context, stale_reasons, target_label
 from evaluation.report.formats import _num
@@ -57,12 +58,10 @@ def _median(values: Iterable[Any]) -> float | None:
 
 
 def completion(row: Mapping[str, Any]) -> float:
-    """Completed fraction of the target laps, in [0, 1]."""
-    target = _num(row.get("laps_target"))
+    """Completed fraction of the target laps of a stored run, in [0, 1]
+    (:func:`agents.loop.completion`)."""
     done = _num(row.get("laps_completed")) or 0.0
-    if not target:
-        return 1.0 if row.get("completed") else 0.0
-    return max(0.0, min(1.0, done / target))
+    return _completion(done, _num(row.get("laps_target")), bool(row.get("completed")))
 
 
 def run_score(row: Mapping[str, Any]) -> float:

@@ -120,6 +120,13 @@ def robustness_cell(e: Entry) -> str:
     return text + (f" ({rs - e.score:+.1f})" if e.runs else "")
 
 
+def _entry_runs(e: Entry) -> list[tuple[dict[str, Any], str]]:
+    """``(run, env)`` of every closed-loop run of ``e``, clean and randomized (``env``),
+    by track, direction and env."""
+    runs = [(r, "clean") for r in e.runs] + [(r, "randomized") for r in e.robust_runs]
+    return sorted(runs, key=lambda x: (str(x[0].get("track")), str(x[0].get("direction")), x[1]))
+
+
 def run_video(row: Mapping[str, Any]) -> str | None:
     """The video file a closed-loop run wrote (``evaluate --video``), if any."""
     extra = row.get("extra") if isinstance(row.get("extra"), Mapping) else {}
@@ -190,9 +197,7 @@ class Report:
         order (``env``: clean or randomized)."""
         out = []
         for e in self.entries:
-            runs = [(r, "clean") for r in e.runs] + [(r, "randomized") for r in e.robust_runs]
-            key = lambda x: (str(x[0].get("track")), str(x[0].get("direction")), x[1])  # noqa: E731
-            for r, env in sorted(runs, key=key):
+            for r, env in _entry_runs(e):
                 video = run_video(r)
                 if video:
                     out.append((e, r, env, video))
@@ -211,14 +216,6 @@ class Report:
                     if len({r.get("seed") for r in rs}) > 1:
                         out.append((e, env, track, direction, rs))
         return out
-
-    @property
-    def has_robustness(self) -> bool:
-        return any(e.robust_runs for e in self.entries)
-
-    @property
-    def has_seeds(self) -> bool:
-        return any(len(e.seeds) > 1 for e in self.entries)
 
     # -- tables
     def leaderboard_table(self, compact: bool = False) -> Table:
@@ -317,9 +314,7 @@ class Report:
         ]  # fmt: skip
         rows = []
         for e in self.entries:
-            runs = [(r, "clean") for r in e.runs] + [(r, "randomized") for r in e.robust_runs]
-            key = lambda x: (str(x[0].get("track")), str(x[0].get("direction")), x[1])  # noqa: E731
-            for r, env in sorted(runs, key=key):
+            for r, env in _entry_runs(e):
                 laps = ", ".join(_f(t, ".1f") for t in (r.get("lap_times") or [])) or "–"
                 mode = r.get("latency_mode") or "?"
                 own = mode in ("profile", "estimated")
