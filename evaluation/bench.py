@@ -45,7 +45,7 @@ from typing import Any
 from evaluation.backends import RunFailure, comparable, open_backend
 from evaluation.evaluate import evaluate, make_row, prepare_pilot
 from evaluation.latency import parse_latency
-from evaluation.runner import RunJob, RunResult, _worker_init, run_job, run_many
+from evaluation.runner import RunJob, RunResult, one_thread, run_job, run_many
 from evaluation.store import Store
 from tracks import load_track
 from tracks.cli import run_main
@@ -64,7 +64,7 @@ def bench_runs(
 ) -> list[dict[str, Any]]:
     """Wall seconds per run of ``pilot`` on each track and lap count (median of
     ``repeats``), zero latency, no trajectory, one thread, in this process."""
-    _worker_init()  # one thread, as in an evaluation worker
+    one_thread()  # as in an evaluation worker
     warm = run_job(RunJob(pilot, tracks[0], laps=1, max_time_s=2.0, record_trajectory=False))
     if isinstance(warm, RunFailure):
         raise ValueError(warm.line())

@@ -211,7 +211,8 @@ class RunJob:
 _PILOT_CACHE: dict[tuple[str, str, float], Any] = {}
 
 
-def _cached_pilot(spec: str, device: str, speed: float) -> Any:
+def cached_pilot(spec: str, device: str, speed: float) -> Any:
+    """The pilot ``load_pilot(spec, device=device, speed=speed)``, loaded once per process."""
     key = (spec, device, speed)
     if key not in _PILOT_CACHE:
         _PILOT_CACHE[key] = load_pilot(spec, device=device, speed=speed)
@@ -222,7 +223,7 @@ def run_job(job: RunJob) -> RunResult | RunFailure:
     """Load the job's pilot (cached per process) and run it; a pilot that cannot be
     loaded here is a :class:`RunFailure` (which pilot, why, on which machine)."""
     try:
-        pilot = _cached_pilot(job.pilot_spec, job.device, job.speed)
+        pilot = cached_pilot(job.pilot_spec, job.device, job.speed)
     except (ValueError, OSError) as e:
         logger.debug("pilot %r could not be loaded: %s", job.pilot_spec, e)
         return RunFailure(job.pilot_spec, str(e), this_host())
@@ -248,14 +249,22 @@ def run_job(job: RunJob) -> RunResult | RunFailure:
     )
 
 
-def _worker_init() -> None:
-    # Simulated latency does not depend on the worker's speed; one thread per worker
-    # keeps N workers on N cores instead of N * cores threads fighting.
+def one_thread() -> None:
+    """Keep this (worker) process to one thread of OpenMP, MKL and torch.
+
+    Simulated latency does not depend on the worker's speed; one thread per worker
+    keeps N workers on N cores instead of N * cores threads fighting.
+    """
     # Set before torch is imported (by a pilot that needs it), which reads it then.
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ["MKL_NUM_THREADS"] = "1"
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+
+
+def worker_init() -> None:
+    """The initializer of an evaluation worker: one thread, warnings logged."""
+    one_thread()
     logging.basicConfig(level=logging.WARNING)
 
 
@@ -300,7 +309,7 @@ def run_many(
         _using(backend, workers, address) as runs,
         progress_bar(total=len(jobs), desc=desc, unit="run", enabled=progress, leave=False) as bar,
     ):
-        for i, out in runs.imap_unordered(run_job, jobs, initializer=_worker_init):
+        for i, out in runs.imap_unordered(run_job, jobs, initializer=worker_init):
             if isinstance(out, RunFailure):
                 failures[i] = out
             else:

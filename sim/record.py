@@ -62,6 +62,14 @@ from tracks.progress import progress_bar
 logger = logging.getLogger(__name__)
 
 
+def derive_seed(*parts: object) -> int:
+    """A 32-bit seed derived from ``parts`` (their ``str`` joined by ``|``): the first
+    four bytes, little-endian, of the SHA-256 of the joined text. The same parts give
+    the same seed on every machine and Python version (unlike ``hash``)."""
+    tag = "|".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(tag.encode()).digest()[:4], "little")
+
+
 @dataclass(frozen=True)
 class RecordConfig:
     """What to record (one run of ``python -m sim.record``)."""
@@ -112,8 +120,7 @@ class RecordConfig:
         for track in self.tracks:
             for direction in self.directions:
                 for k in range(self.episodes):
-                    tag = f"{self.seed}|{track}|{direction}|{k}"
-                    seed = int.from_bytes(hashlib.sha256(tag.encode()).digest()[:4], "little")
+                    seed = derive_seed(self.seed, track, direction, k)
                     name = (
                         Path(track).stem
                         if os.sep in track or track.endswith((".csv", ".json"))

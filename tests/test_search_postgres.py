@@ -9,8 +9,6 @@ package; the ``dev`` extra brings the ``postgres`` one).
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import glob
 import os
 import re
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from sim.pool import pdeathsig_preexec
 from training.synthetic import make_synthetic_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,11 +51,6 @@ def _bindir() -> Path | None:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _die_with_parent() -> None:  # runs in the child after it has become `postgres`
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +95,9 @@ def postgres_url():
                 + ["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                # runs in the child after it has become `postgres` (a change of user
+                # would clear the parent-death signal)
+                preexec_fn=pdeathsig_preexec(signal.SIGTERM),
                 **as_user,
             )
         admin = f"postgresql://trackpilot@127.0.0.1:{port}/postgres"
@@ -210,12 +206,15 @@ def test_workers_opening_a_new_database_at_once(postgres_url) -> None:
             open_storage(url)
         except StorageError as e:
             errors.append(str(e))
+        except Exception as e:  # any other failure must reach the assertion too
+            errors.append(repr(e))
 
     threads = [threading.Thread(target=open_it) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(120)
+    assert [t for t in threads if t.is_alive()] == []
     assert errors == []
 
 

@@ -32,14 +32,14 @@ import torch
 
 from agents.classical import EdgePilot
 from agents.cnn import CNNPilot
-from agents.models import ARCHITECTURES, build_model, preprocess, steering_to_class
+from agents.models import ARCHITECTURES, build_model, preprocess
 from tracks.cli import run_main
 from tracks.common import parse_size
 from training.augment import AugmentParams, augment_batch
 from training.cli import fail
 from training.config import PRECISIONS, SWITCHES
 from training.data import FrameSet
-from training.evaluate import _autocast
+from training.evaluate import _autocast, compute_loss
 from training.hardware import autocast_dtype, channels_last_for, precision_name
 from training.synthetic import render_road
 from training.trainer import resolve_device
@@ -102,7 +102,6 @@ def bench_training(
     ).to(device, on_device=frames_on_device)
     aug = augment or AugmentParams()
     g = torch.Generator().manual_seed(0)
-    loss_fn = torch.nn.functional.cross_entropy if model.output_kind == "classes" else None
 
     def step() -> tuple[float, float]:
         idx = torch.randint(0, len(frames), (bs,), generator=g)
@@ -118,11 +117,7 @@ def bench_training(
             x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, amp_dtype):
             out = model(x)
-        out = out.float()
-        if loss_fn is not None:
-            loss = loss_fn(out, steering_to_class(s, model.class_values))
-        else:
-            loss = torch.nn.functional.mse_loss(out[:, 0], s)
+        loss = compute_loss(model, out, s, None)  # steering: MSE, or unsmoothed cross-entropy
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

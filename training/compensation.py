@@ -22,10 +22,6 @@ class Compensation:
     ms: float | None = None  # a fixed latency, ms
     car: str | None = None  # a reference car computer (agents.cars): its estimate for the model
 
-    @property
-    def text(self) -> str:
-        return f"car:{self.car}" if self.car else f"{self.ms:g}ms"
-
     def check(self) -> None:
         """``ValueError`` (listing the known cars) for an unknown car computer."""
         if self.car is not None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import io
 import logging
 import os
@@ -50,11 +49,12 @@ from typing import Any
 
 from agents.cars import get_car
 from agents.expert import ExpertConfig
-from agents.registry import load_pilot
 from evaluation.evaluate import evaluate, prepare_pilot
 from evaluation.latency import parse_latency
+from evaluation.runner import cached_pilot, one_thread
 from sim.dataset import DatasetWriter, EpisodeMeta, open_dataset
 from sim.pool import imap_unordered
+from sim.record import derive_seed
 from tracks import HELDOUT_TRACKS
 from tracks.cli import run_main
 from tracks.cliargs import add_config_args, config_from_args
@@ -173,11 +173,6 @@ def _train_tracks(ds: Any) -> tuple[str, ...]:
     return tuple(sorted(s for s in specs if s not in HELDOUT_TRACKS))
 
 
-def _seed(*parts: Any) -> int:
-    tag = "|".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(tag.encode()).digest()[:4], "little")
-
-
 def _jobs(cfg: DaggerConfig, tracks: Sequence[str], rnd: int) -> list[DriveJob]:
     out = []
     for track in tracks:
@@ -189,7 +184,7 @@ def _jobs(cfg: DaggerConfig, tracks: Sequence[str], rnd: int) -> list[DriveJob]:
                         key=f"dagger-r{rnd:02d}-{name.replace(':', '')}-{direction}-{k:03d}-s{cfg.seed}",
                         track=track,
                         direction=direction,
-                        seed=_seed(cfg.seed, "dagger", rnd, track, direction, k),
+                        seed=derive_seed(cfg.seed, "dagger", rnd, track, direction, k),
                         round=rnd,
                     )
                 )
@@ -206,19 +201,8 @@ def _drive_worker(
 ) -> dict[str, Any]:
     """One drive (in a worker process, or here with one worker); the pilot is loaded
     once per process."""
-    if spec not in _PILOTS:
-        _PILOTS[spec] = load_pilot(spec, speed=settings.speed)
-    return drive_episode(job, _PILOTS[spec], expert, settings, dataset, info)
-
-
-_PILOTS: dict[str, Any] = {}
-
-
-def _worker_init() -> None:
-    """Each drive worker keeps to one core (the latency is simulated, not measured)."""
-    import torch  # the pilots here are torch models
-
-    torch.set_num_threads(1)
+    pilot = cached_pilot(spec, "cpu", settings.speed)
+    return drive_episode(job, pilot, expert, settings, dataset, info)
 
 
 # --------------------------------------------------------------------------- the rounds
@@ -419,7 +403,7 @@ def _run_round(
             jobs,
             cfg.workers,
             args=(pilot, expert, settings, data, info),
-            initializer=_worker_init,
+            initializer=one_thread,  # the latency is simulated, not measured
         )
     ]
     times["drive"] = time.perf_counter() - t0

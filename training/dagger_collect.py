@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import PilotNeeds, pilot_needs
+from agents.base import PilotNeeds, pilot_metadata, pilot_needs
 from agents.expert import ExpertConfig, ExpertPilot
 from agents.loop import ClosedLoop, LoopObserver
 from sim.dataset import DatasetWriter, EpisodeMeta, append_frame, frames_to_arrays
@@ -121,7 +121,7 @@ class Copilot:
         return self.learner.act(observation, info)
 
     def metadata(self) -> dict[str, Any]:
-        meta = self.learner.metadata() if hasattr(self.learner, "metadata") else {}
+        meta = pilot_metadata(self.learner)
         return {**meta, "kind": str(meta.get("kind", "unknown"))}
 
 
@@ -253,5 +253,5 @@ def drive_episode(
 
 def _pilot_name(pilot: Any) -> str:
     """The learner's name (its checkpoint sha256 prefix for a CNN)."""
-    meta = pilot.metadata() if hasattr(pilot, "metadata") else {}
+    meta = pilot_metadata(pilot)
     return str(meta.get("name", getattr(pilot, "name", type(pilot).__name__)))

@@ -145,8 +145,7 @@ class DriveCheck:
         Returns whether it was."""
         row = trainer.history[-1]
         epoch = int(row["epoch"])
-        last = epoch >= trainer.cfg.epochs or trainer.stopper.should_stop
-        if not self.due(epoch, last):
+        if not self.due(epoch, trainer.done):  # called after run_epoch: epoch is trainer.epoch
             return False
         row.update(self.drive(trainer.model, trainer.device))
         best = best_closed_loop(trainer.history)

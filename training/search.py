@@ -308,11 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     direction = "maximize" if base.stop_mode == "max" else "minimize"
     metric = base.resolved_stop_metric
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # No sampler here: each trial gets its own (below), before it suggests anything.
     study = optuna.create_study(
         study_name=args.study,
         storage=rdb,
         direction=direction,
-        sampler=optuna.samplers.RandomSampler(seed=args.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
         load_if_exists=True,
     )

@@ -84,7 +84,7 @@ def open_storage(url: str, *, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
             f"bad --storage URL {url!r} ({_first_line(e)}); expected e.g. "
             "sqlite:///search.db or postgresql://USER@HOST/DB"
         ) from None
-    shown = parsed.render_as_string(hide_password=True)
+    shown = shown_url(url)
     engine_kwargs: dict[str, Any] = {}
     if parsed.drivername == "postgresql":  # no driver named: the one installed
         for module, driver in (
