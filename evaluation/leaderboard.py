@@ -240,9 +240,8 @@ def evaluate_zoo(
         device=device,
         backend=backend,
     )
-    t0 = time.perf_counter()
-    rows = evaluate(
-        specs,
+    # This machine's board, clean and (with preset.robustness) randomised: the same runs.
+    measured: dict[str, Any] = dict(
         tracks=preset.eval_tracks,
         directions=DIRECTIONS,
         latency="measured",
@@ -250,6 +249,8 @@ def evaluate_zoo(
         video_dir=video_dir,
         **common,
     )
+    t0 = time.perf_counter()
+    rows = evaluate(specs, **measured)
     _rename(rows, names)
     say(f"  closed loop: {len(rows)} runs in {time.perf_counter() - t0:.0f} s")
     robust_rows: list[ResultRow] = []
@@ -257,16 +258,7 @@ def evaluate_zoo(
         # The same pilots, tracks and seeds with seeded colours, light and camera pose: a
         # pilot that drives only on the training palette shows it in this column.
         t0 = time.perf_counter()
-        robust_rows = evaluate(
-            specs,
-            tracks=preset.eval_tracks,
-            directions=DIRECTIONS,
-            latency="measured",
-            domain_randomization=True,
-            progress=progress,
-            video_dir=video_dir,
-            **common,
-        )
+        robust_rows = evaluate(specs, domain_randomization=True, **measured)
         _rename(robust_rows, names)
         say(
             f"  closed loop with domain randomisation: {len(robust_rows)} runs in "
