@@ -177,11 +177,14 @@ def test_two_workers_share_one_study(postgres_url, tmp_path) -> None:
     assert by_worker[0] and by_worker[1], "both workers ran trials"
     assert sum(len(v) for v in by_worker.values()) == len(got)
 
-    # read back: the best trial is the best completed one, as the last worker reported
+    # read back: the best trial is the best completed one, as the worker that finished
+    # last reported it. Which one that was is not known here: both can end within one
+    # poll, and the one found last may have reported before the other's final trial
+    # completed (seen once in CI), so the report must come from one of them.
     best = min(got, key=lambda t: t.value)
     assert study.best_trial.number == best.number and study.best_value == best.value
-    last_out = outputs[finished[-1]][0]
-    assert f"best trial {best.number} " in last_out, last_out
+    reports = [outputs[k][0] for k in (0, 1)]
+    assert any(f"best trial {best.number} " in out for out in reports), reports
 
 
 def test_workers_opening_a_new_database_at_once(postgres_url) -> None:
